@@ -1,0 +1,70 @@
+"""The projection head that maps pooled backbone features to the SimCLR space."""
+
+import keras
+
+POOLINGS = ("flatten", "avg", "max")
+
+
+def pooling_layer(pooling, name="pooling"):
+    """Return the Keras layer that turns a backbone's feature map into a vector.
+
+    Args:
+        pooling: "flatten" (the reference's choice), "avg" or "max" (global
+            average / max over the spatial axes).
+        name: name of the layer.
+
+    Returns:
+        A `keras.layers.Layer`.
+
+    Example:
+    >>> import numpy as np
+    >>> pooling_layer("avg")(np.ones((2, 3, 3, 5), "float32")).shape
+    TensorShape([2, 5])
+    """
+    layers = {
+        "flatten": keras.layers.Flatten,
+        "avg": keras.layers.GlobalAveragePooling2D,
+        "max": keras.layers.GlobalMaxPooling2D,
+    }
+    if pooling not in layers:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got pooling={pooling!r}")
+    return layers[pooling](name=name)
+
+
+def projection_head(features, feat_dims_ph=(2048, 128), activation="swish", regularisation=1e-6, seed=None):
+    """Apply SimCLR's projection head: Dense layers with an L1 penalty.
+
+    Every layer but the last has `activation`; the last is linear, as in the
+    SimCLR paper, since `SoftmaxCosineSim` normalises its output anyway.
+
+    Args:
+        features: symbolic (N, D) tensor of pooled backbone features.
+        feat_dims_ph: widths of the Dense layers, the last one the size of
+            the projection.
+        activation: activation of all but the last layer.
+        regularisation: L1 factor on the kernels (0 for none).
+        seed: seed of the initial kernels (None: random).
+
+    Returns:
+        The symbolic (N, feat_dims_ph[-1]) projections.
+
+    Example:
+    >>> inputs = keras.Input((16,))
+    >>> projection_head(inputs, (32, 8)).shape
+    (None, 8)
+    """
+    feat_dims_ph = tuple(int(width) for width in feat_dims_ph)
+    if not feat_dims_ph or min(feat_dims_ph) < 1:
+        raise ValueError(f"feat_dims_ph must be one or more positive widths, got feat_dims_ph={feat_dims_ph}")
+    regulariser = keras.regularizers.L1(regularisation) if regularisation else None
+    x = features
+    for depth, width in enumerate(feat_dims_ph, start=1):
+        last = depth == len(feat_dims_ph)
+        x = keras.layers.Dense(
+            width,
+            activation=None if last else activation,
+            kernel_regularizer=regulariser,
+            kernel_initializer=keras.initializers.GlorotUniform(None if seed is None else seed + depth),
+            name=f"projection_{depth}",
+        )(x)
+    return x

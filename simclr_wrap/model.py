@@ -1,0 +1,368 @@
+"""The `SimCLR` wrapper: any Keras backbone, a projection head, NT-Xent training."""
+
+import logging
+import os
+
+import keras
+
+from simclr_wrap.callbacks import AtomicModelCheckpoint, RoundNumber, save_model_atomically
+from simclr_wrap.heads import POOLINGS, pooling_layer, projection_head
+from simclr_wrap.layers import SoftmaxCosineSim
+from simclr_wrap.losses import NTXent, contrastive_metrics
+from simclr_wrap.unfreezing import first_unfrozen_index, parameter_counts, set_unfrozen_layers
+
+logger = logging.getLogger(__name__)
+
+
+class SimCLR:
+    """SimCLR self-supervised training of an existing Keras backbone.
+
+    Each step takes the two augmented views of B images as two inputs,
+    `view_a` and `view_b`, each (B, H, W, C). They are concatenated and the
+    backbone runs once on all 2·B images; its output is pooled, passed
+    through the projection head and `SoftmaxCosineSim`, whose (B, 4·B) output
+    is trained against the `[I|O|I|O]` target with NT-Xent. Training goes
+    in rounds of gradual unfreezing: in each, the last layers of the
+    backbone train with a learning rate for some epochs.
+
+    Args:
+        base_model: the Keras backbone (Functional, Sequential or subclassed)
+            mapping (H, W, C) images to a feature map or vector. Changed in
+            place: after training it is the adapted backbone.
+        batch_size: images per contrastive batch, B (each step sees 2·B
+            views and 2·B - 2 negatives per anchor). Data generators given to
+            `train` must use it.
+        feat_dims_ph: widths of the projection head's Dense layers.
+        num_of_unfrozen_layers: backbone layers that train at first: the last
+            N (layers without weights count) or a layer name (that layer and
+            the rest). See `unfreeze_and_train`.
+        temperature: softmax temperature of `SoftmaxCosineSim`.
+        lr: Adam learning rate of the first round.
+        ph_regul: L1 factor on the head's kernels. The default, 1e-6, puts
+            the penalty at about 2 % of the initial NT-Xent for a 2048-wide
+            head on 2048 features, so it regularises without dominating; the
+            reference's 0.005 made it about 100 times the loss. `nt_xent` is
+            reported without it in any case.
+        ph_activation: activation of the head's hidden layers.
+        pooling: "flatten", "avg" or "max": how the backbone's feature map
+            becomes a vector.
+        input_shape: (H, W, C) of the images; needed only when the backbone
+            does not fix it (built with `input_shape=None`, or an unbuilt
+            subclassed model).
+        unfreeze_batchnorm: whether BatchNormalization layers inside the
+            unfrozen range train (batch statistics, updated moving averages)
+            or stay in inference mode with their pretrained statistics (the
+            default, as Keras' transfer-learning guide advises for small
+            data). Frozen ones always run in inference mode.
+        seed: seed of the projection head's initial weights (None: random).
+        save_path: folder for the best checkpoint (`simclr_best.keras`), the
+            adapted backbone after each round (`base_model_round_{k}.keras`)
+            and the history (`history.csv`); None writes nothing.
+        early_stopping_patience: epochs without a better monitored NT-Xent
+            before a round stops (its best weights are restored).
+        reduce_lr_patience: epochs without improvement before the learning
+            rate is halved.
+
+    Example:
+    >>> backbone = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3)])
+    >>> simclr = SimCLR(backbone, batch_size=4, feat_dims_ph=(16, 8), save_path=None)
+    >>> [t.name for t in simclr.SimCLR_model.inputs]
+    ['view_a', 'view_b']
+    """
+
+    def __init__(
+        self,
+        base_model,
+        batch_size=32,
+        *,
+        feat_dims_ph=(2048, 128),
+        num_of_unfrozen_layers=1,
+        temperature=0.1,
+        lr=1e-4,
+        ph_regul=1e-6,
+        ph_activation="swish",
+        pooling="flatten",
+        input_shape=None,
+        unfreeze_batchnorm=False,
+        seed=None,
+        save_path="simclr_checkpoints",
+        early_stopping_patience=5,
+        reduce_lr_patience=2,
+    ):
+        if not isinstance(base_model, keras.Model):
+            raise TypeError(f"base_model must be a keras.Model, got {type(base_model).__name__}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
+            raise ValueError(
+                f"batch_size must be an int >= 2 (a contrastive batch needs negatives), got batch_size={batch_size!r}"
+            )
+        _check_positive("lr", lr)
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got pooling={pooling!r}")
+        if ph_regul < 0:
+            raise ValueError(f"ph_regul must be >= 0, got ph_regul={ph_regul}")
+        self.base_model = base_model
+        self.batch_size = batch_size
+        self.feat_dims_ph = tuple(feat_dims_ph)
+        self.temperature = temperature
+        self.lr = lr
+        self.ph_regul = ph_regul
+        self.ph_activation = ph_activation
+        self.pooling = pooling
+        self.input_shape = _image_input_shape(base_model, input_shape)
+        self.unfreeze_batchnorm = unfreeze_batchnorm
+        self.seed = seed
+        self.save_path = None if save_path is None else os.fspath(save_path)
+        self.early_stopping_patience = early_stopping_patience
+        self.reduce_lr_patience = reduce_lr_patience
+        self.round_ = 0
+        self.history_ = {}
+        self._checkpoint = None
+        self._trainable_ids = set()
+        self.SimCLR_model = self._build()
+        self._unfreeze(num_of_unfrozen_layers)
+        self._compile(lr)
+
+    # Building
+
+    def _build(self):
+        view_a = keras.Input(self.input_shape, name="view_a")
+        view_b = keras.Input(self.input_shape, name="view_b")
+        views = keras.layers.Concatenate(axis=0, name="views")([view_a, view_b])
+        try:
+            features = self.base_model(views)
+        except Exception as error:
+            raise ValueError(
+                f"could not run backbone {self.base_model.name!r} on images of shape "
+                f"{self.input_shape}: {error}"
+            ) from error
+        _check_poolable(self.base_model.name, features, self.pooling)
+        pooled = pooling_layer(self.pooling)(features)
+        projections = projection_head(
+            pooled, self.feat_dims_ph, self.ph_activation, self.ph_regul, seed=self.seed
+        )
+        similarities = SoftmaxCosineSim(temperature=self.temperature, name="softmax_cosine_sim")(projections)
+        return keras.Model([view_a, view_b], similarities, name="simclr")
+
+    def _compile(self, lr):
+        _check_positive("lr", lr)
+        self.lr = lr
+        self.SimCLR_model.compile(
+            optimizer=keras.optimizers.Adam(lr),
+            loss=NTXent(),
+            metrics=contrastive_metrics(),
+        )
+
+    def _unfreeze(self, num_of_unfrozen_layers):
+        set_unfrozen_layers(self.base_model, num_of_unfrozen_layers, self.unfreeze_batchnorm)
+        trainable_ids = {id(weight) for weight in self.base_model.trainable_weights}
+        if num_of_unfrozen_layers not in (0, None) and not trainable_ids - self._trainable_ids:
+            logger.warning(
+                "num_of_unfrozen_layers=%r makes no new layer of %r trainable (the last layers "
+                "have no weights, or were trainable already)",
+                num_of_unfrozen_layers,
+                self.base_model.name,
+            )
+        self._trainable_ids = trainable_ids
+        self.num_of_unfrozen_layers = num_of_unfrozen_layers
+
+    # Training
+
+    def train(self, data_train, data_val=None, epochs=1, callbacks=None, verbose="auto"):
+        """Train one round with the layers and learning rate set now.
+
+        Args:
+            data_train: a `DataGeneratorSimCLR` (or any Keras data source
+                giving `((view_a, view_b), target)` batches of B images).
+            data_val: the same for validation; its NT-Xent (`val_nt_xent`)
+                drives checkpointing, early stopping and the learning rate.
+                Without it they follow the training `nt_xent`.
+            epochs: epochs of this round (0 skips training).
+            callbacks: extra Keras callbacks, run after the default ones.
+            verbose: Keras' `fit` verbosity.
+
+        Returns:
+            The round's `keras.callbacks.History`.
+        """
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+            raise ValueError(f"epochs must be an int >= 0, got epochs={epochs!r}")
+        for name, data in (("data_train", data_train), ("data_val", data_val)):
+            size = getattr(data, "batch_size", self.batch_size)
+            if size != self.batch_size:
+                raise ValueError(f"{name} gives batches of {size} images but SimCLR has batch_size={self.batch_size}")
+        self.round_ += 1
+        trainable, frozen = parameter_counts(self.SimCLR_model)
+        logger.info(
+            "round %d: %r unfrozen layers of %r, lr=%g, %d epochs; %s trainable and %s non-trainable parameters",
+            self.round_, self.num_of_unfrozen_layers, self.base_model.name, self.lr, epochs,
+            f"{trainable:,}", f"{frozen:,}",
+        )
+        history = self.SimCLR_model.fit(
+            data_train,
+            validation_data=data_val,
+            epochs=epochs,
+            shuffle=False,  # the generators shuffle, seeded; Keras would ignore it for them anyway
+            callbacks=self._round_callbacks(monitor="nt_xent" if data_val is None else "val_nt_xent")
+            + list(callbacks or []),
+            verbose=verbose,
+        )
+        for key, values in history.history.items():
+            self.history_.setdefault(key, []).extend(values)
+        if self.save_path is not None:
+            self.save_base_model(os.path.join(self.save_path, f"base_model_round_{self.round_}.keras"))
+        return history
+
+    def unfreeze_and_train(self, data_train, data_val=None, *, num_of_unfrozen_layers, lr, epochs, callbacks=None, verbose="auto"):
+        """Unfreeze the last `num_of_unfrozen_layers` layers, then `train` a round.
+
+        The model is compiled again with a fresh Adam optimizer at `lr`, as
+        a change of trainable layers requires.
+
+        Args:
+            data_train, data_val, epochs, callbacks, verbose: as in `train`.
+            num_of_unfrozen_layers: the last N layers of the backbone train
+                (layers without weights count; a warning says when nothing
+                new becomes trainable), or a layer name to train from.
+            lr: learning rate of the round.
+
+        Returns:
+            The round's `keras.callbacks.History`.
+        """
+        self._unfreeze(num_of_unfrozen_layers)
+        self._compile(lr)
+        return self.train(data_train, data_val, epochs, callbacks, verbose)
+
+    def train_schedule(self, data_train, data_val, schedule, callbacks=None, verbose="auto"):
+        """Run a whole gradual-unfreezing schedule, checked before it starts.
+
+        Args:
+            data_train, data_val, callbacks, verbose: as in `train`.
+            schedule: list of `(num_of_unfrozen_layers, lr, epochs)` rounds.
+
+        Returns:
+            The list of the rounds' `keras.callbacks.History`.
+
+        Example:
+        >>> # simclr.train_schedule(train_gen, val_gen, [(1, 1e-4, 5), ("block5_conv1", 1e-5, 5)])
+        """
+        schedule = self.check_schedule(schedule)
+        return [
+            self.unfreeze_and_train(
+                data_train, data_val, num_of_unfrozen_layers=layers, lr=lr, epochs=epochs,
+                callbacks=callbacks, verbose=verbose,
+            )
+            for layers, lr, epochs in schedule
+        ]
+
+    def check_schedule(self, schedule):
+        """Validate a schedule against this backbone and return it as tuples.
+
+        Raises:
+            ValueError: naming the round and the value at fault.
+        """
+        rounds = []
+        for number, entry in enumerate(schedule, start=1):
+            try:
+                layers, lr, epochs = entry
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"schedule round {number} is {entry!r}; expected (num_of_unfrozen_layers, lr, epochs)"
+                ) from None
+            try:
+                first_unfrozen_index(self.base_model, layers)
+                _check_positive("lr", lr)
+                if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+                    raise ValueError(f"epochs must be an int >= 0, got epochs={epochs!r}")
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"schedule round {number}: {error}") from None
+            rounds.append((layers, float(lr), epochs))
+        if not rounds:
+            raise ValueError("schedule is empty; give at least one (num_of_unfrozen_layers, lr, epochs) round")
+        return rounds
+
+    def _round_callbacks(self, monitor):
+        callbacks = [
+            RoundNumber(self.round_),
+            keras.callbacks.EarlyStopping(
+                monitor=monitor, mode="min", patience=self.early_stopping_patience, restore_best_weights=True
+            ),
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=monitor, mode="min", factor=0.5, patience=self.reduce_lr_patience, min_lr=self.lr / 100
+            ),
+        ]
+        if self.save_path is not None:
+            if self._checkpoint is None or self._checkpoint.monitor != monitor:
+                self._checkpoint = AtomicModelCheckpoint(os.path.join(self.save_path, "simclr_best.keras"), monitor)
+            os.makedirs(self.save_path, exist_ok=True)
+            callbacks += [
+                self._checkpoint,
+                keras.callbacks.CSVLogger(os.path.join(self.save_path, "history.csv"), append=True),
+            ]
+        return callbacks
+
+    # Inference and saving
+
+    def predict(self, data, **kwargs):
+        """Return the (B, 4·B) similarity matrices of `data`, stacked over batches."""
+        return self.SimCLR_model.predict(data, **kwargs)
+
+    def save(self, path):
+        """Save the whole SimCLR model (backbone, head, layer) as `.keras`, atomically."""
+        return save_model_atomically(self.SimCLR_model, path)
+
+    def save_base_model(self, path):
+        """Save the (adapted) backbone alone as `.keras`, atomically."""
+        return save_model_atomically(self.base_model, path)
+
+
+def _check_positive(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be a number > 0, got {name}={value!r}")
+
+
+def _image_input_shape(base_model, input_shape):
+    """The (H, W, C) a backbone takes, from the model or from `input_shape`."""
+    name = base_model.name
+    try:
+        model_shape = base_model.input_shape
+    except (AttributeError, ValueError):
+        model_shape = None  # an unbuilt subclassed model
+    if isinstance(model_shape, list):
+        if len(model_shape) != 1:
+            raise ValueError(f"backbone {name!r} has {len(model_shape)} inputs; SimCLR wraps a backbone of one image input")
+        model_shape = model_shape[0]
+    model_shape = None if model_shape is None else tuple(model_shape[1:])
+    if input_shape is not None:
+        input_shape = tuple(int(size) for size in input_shape)
+        if model_shape is not None and (
+            len(model_shape) != len(input_shape)
+            or any(m is not None and m != i for m, i in zip(model_shape, input_shape))
+        ):
+            raise ValueError(f"input_shape={input_shape} does not fit backbone {name!r}, which takes {model_shape}")
+        model_shape = input_shape
+    if model_shape is None or None in model_shape:
+        raise ValueError(
+            f"cannot tell the image size of backbone {name!r} (its input shape is {model_shape}); "
+            "pass input_shape=(height, width, channels)"
+        )
+    if len(model_shape) != 3:
+        raise ValueError(f"backbone {name!r} takes inputs of shape {model_shape}; SimCLR needs (height, width, channels) images")
+    if model_shape[-1] not in (1, 3):
+        raise ValueError(
+            f"backbone {name!r} takes images with {model_shape[-1]} channels; SimCLR's image pipeline gives 1 or 3"
+        )
+    return model_shape
+
+
+def _check_poolable(name, features, pooling):
+    shape = tuple(features.shape) if hasattr(features, "shape") else None
+    if shape is None or isinstance(features, (list, tuple, dict)):
+        raise ValueError(f"backbone {name!r} must output one tensor to pool, got {type(features).__name__}")
+    if pooling != "flatten" and len(shape) != 4:
+        raise ValueError(
+            f"backbone {name!r} outputs shape {shape}; pooling={pooling!r} needs a "
+            "(batch, height, width, channels) feature map, use pooling='flatten'"
+        )
+    if len(shape) < 2 or None in shape[1:]:
+        raise ValueError(
+            f"backbone {name!r} outputs shape {shape}, which cannot be pooled into a vector of known size"
+        )
