@@ -118,6 +118,7 @@ class SimCLR:
         self.history_ = {}
         self._checkpoint = None
         self._trainable_ids = set()
+        self.num_of_unfrozen_layers = None
         self.SimCLR_model = self._build()
         self._unfreeze(num_of_unfrozen_layers)
         self._compile(lr)
@@ -155,7 +156,8 @@ class SimCLR:
     def _unfreeze(self, num_of_unfrozen_layers):
         set_unfrozen_layers(self.base_model, num_of_unfrozen_layers, self.unfreeze_batchnorm)
         trainable_ids = {id(weight) for weight in self.base_model.trainable_weights}
-        if num_of_unfrozen_layers not in (0, None) and not trainable_ids - self._trainable_ids:
+        repeated = num_of_unfrozen_layers == self.num_of_unfrozen_layers  # warned about already
+        if num_of_unfrozen_layers not in (0, None) and not repeated and not trainable_ids - self._trainable_ids:
             logger.warning(
                 "num_of_unfrozen_layers=%r makes no new layer of %r trainable (the last layers "
                 "have no weights, or were trainable already)",

@@ -1,0 +1,166 @@
+"""One path from image files to an adapted backbone: data, views, SimCLR rounds."""
+
+import logging
+import os
+
+from data_generators import (
+    DataGeneratorSimCLR,
+    SimCLRAugmentation,
+    load_frame,
+    read_images,
+    save_augmentation_grid,
+    stratified_split,
+)
+from evaluation.report import plot_training_curves
+from simclr_wrap import SimCLR
+from simclr_wrap.backbones import get_preprocessing, load_backbone
+
+logger = logging.getLogger(__name__)
+
+ALL_LAYERS = "all"
+
+
+def parse_schedule(text):
+    """Parse "layers:lr:epochs,..." into a list of rounds.
+
+    `layers` is an int (the last N layers train), a layer name, or "all".
+
+    Example:
+    >>> parse_schedule("1:1e-4:5,block5_conv1:1e-5:3")
+    [(1, 0.0001, 5), ('block5_conv1', 1e-05, 3)]
+    """
+    rounds = []
+    for number, part in enumerate(text.split(","), start=1):
+        fields = part.strip().split(":")
+        if len(fields) != 3:
+            raise ValueError(f"schedule round {number} is {part!r}; expected layers:lr:epochs, e.g. 2:1e-4:5")
+        layers, lr, epochs = fields
+        try:
+            rounds.append((int(layers) if layers.lstrip("-").isdigit() else layers, float(lr), int(epochs)))
+        except ValueError:
+            raise ValueError(f"schedule round {number} is {part!r}; lr must be a number and epochs an int") from None
+    return rounds
+
+
+def resolve_all_layers(schedule, base_model):
+    """Replace "all" in a schedule by the backbone's number of layers."""
+    return [(len(base_model.layers) if layers == ALL_LAYERS else layers, lr, epochs) for layers, lr, epochs in schedule]
+
+
+def split_data(data, val_fraction=0.15, seed=0, min_val=0):
+    """Return (train, val) image sources for the generators.
+
+    Args:
+        data: a folder of class subfolders (split here, stratified and
+            seeded), a `filename,label,split` CSV (its split is kept), a
+            DataFrame (split here unless it has a `split` column), or an
+            `(images, labels)` pair of arrays (split here).
+        val_fraction: share held out for validation when splitting here.
+        seed: seed of that split.
+        min_val: the least number of validation images when splitting
+            here (a contrastive validation batch needs `batch_size`).
+
+    Returns:
+        `(train, val)`: DataFrames or `(images, labels)` pairs.
+    """
+    if isinstance(data, tuple):
+        from sklearn.model_selection import train_test_split
+
+        images, labels = data
+        val_fraction = _validation_share(val_fraction, min_val, len(images))
+        train_images, val_images, train_labels, val_labels = train_test_split(
+            images, labels, test_size=val_fraction, stratify=labels, random_state=seed
+        )
+        return (train_images, train_labels), (val_images, val_labels)
+    frame = load_frame(data)
+    if "split" not in frame.columns:
+        val_fraction = _validation_share(val_fraction, min_val, len(frame))
+        frame = stratified_split(frame, val_fraction=val_fraction, test_fraction=0.0, seed=seed)
+    return frame[frame["split"] == "train"], frame[frame["split"] == "val"]
+
+
+def _validation_share(val_fraction, min_val, n_images):
+    # Capped at half: with too few images for two batches, the generators
+    # report batch_size against the images there are.
+    return min(max(val_fraction, min_val / n_images), 0.5)
+
+
+def pretrain(
+    data,
+    backbone,
+    out,
+    *,
+    weights=None,
+    size=80,
+    preprocess="auto",
+    schedule=((1, 1e-4, 5), (2, 1e-5, 5)),
+    batch_size=32,
+    temperature=0.1,
+    feat_dims=(2048, 128),
+    pooling="flatten",
+    augmentation=None,
+    seed=0,
+    workers=1,
+    verbose="auto",
+):
+    """Adapt a backbone to `data` with a SimCLR schedule and write the results.
+
+    Writes to `out`: `base_model_round_{k}.keras` after each round,
+    `base_model.keras` (the adapted backbone), `simclr_best.keras`,
+    `history.csv`, `training_curves.png` and `augmentations.png`.
+
+    Args:
+        data: see `split_data`; no labels are used for training.
+        backbone: a `load_backbone` name or `.keras` path, or a Keras model.
+        out: output folder (created; must not be a file).
+        weights, preprocess: as in `load_backbone` (preprocess is also
+            used with a model given directly; "auto" is then "unit").
+        size: image side in pixels; images are resized to size x size.
+        schedule: `(num_of_unfrozen_layers, lr, epochs)` rounds; "all"
+            unfreezes every layer.
+        batch_size, temperature, feat_dims, pooling: as in `SimCLR`.
+        augmentation: a `SimCLRAugmentation` (default: its defaults).
+        seed: seed of the split, the views and the head.
+        workers: data-loading threads.
+        verbose: Keras' `fit` verbosity.
+
+    Returns:
+        The trained `SimCLR` wrapper.
+    """
+    out = os.fspath(out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise NotADirectoryError(f"out={out!r} is an existing file, not a folder")
+    if isinstance(backbone, str):
+        base_model, preprocess_input = load_backbone(backbone, (size, size, 3), weights, preprocess)
+    else:
+        base_model = backbone
+        preprocess_input = get_preprocessing("unit" if preprocess == "auto" else preprocess)
+    channels = base_model.input_shape[-1]
+    schedule = resolve_all_layers(list(schedule), base_model)
+    augmentation = augmentation or SimCLRAugmentation()
+    train, val = split_data(data, seed=seed, min_val=batch_size)
+    common = dict(
+        batch_size=batch_size, width=size, height=size, channels=channels,
+        preprocess_input=preprocess_input, augmentation=augmentation, seed=seed, workers=workers,
+    )
+    train_views = DataGeneratorSimCLR(train, subset="train", **common)
+    val_views = DataGeneratorSimCLR(val, subset="val", **common)
+    simclr = SimCLR(
+        base_model, batch_size, feat_dims_ph=feat_dims, num_of_unfrozen_layers=schedule[0][0],
+        temperature=temperature, lr=schedule[0][1], pooling=pooling, seed=seed, save_path=out,
+    )
+    simclr.check_schedule(schedule)
+    save_augmentation_grid(
+        _first_images(train, 8, size, channels), os.path.join(out, "augmentations.png"), augmentation, seed=seed
+    )
+    simclr.train_schedule(train_views, val_views, schedule, verbose=verbose)
+    simclr.save_base_model(os.path.join(out, "base_model.keras"))
+    plot_training_curves(simclr.history_, os.path.join(out, "training_curves.png"))
+    return simclr
+
+
+def _first_images(source, count, size, channels):
+    """The first `count` raw images of a DataFrame or `(images, labels)` source."""
+    if isinstance(source, tuple):
+        return source[0][:count]
+    return read_images(list(source["filename"][:count]), size, size, channels)

@@ -1,0 +1,93 @@
+"""The `simclr-wrap pretrain` command on a tiny image folder."""
+
+import os
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from evaluation.cli import build_parser, main
+from evaluation.pretraining import parse_schedule
+from tests.conftest import TINY_CLASSES
+
+TINY_RUN = ["--size", "16", "--batch-size", "4", "--feat-dims", "16,8", "--schedule", "all:1e-3:1,2:1e-4:1"]
+
+
+def test_pretrain_on_a_folder_writes_the_adapted_backbone(tiny_image_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["pretrain", "--data", tiny_image_folder, "--out", str(out), *TINY_RUN]) == 0
+    written = set(os.listdir(out))
+    assert {"base_model.keras", "base_model_round_1.keras", "base_model_round_2.keras", "history.csv",
+            "simclr_best.keras", "training_curves.png", "augmentations.png"} <= written
+    history = pd.read_csv(out / "history.csv")
+    assert list(history["round"]) == [1, 2] and history["val_nt_xent"].notna().all()
+    backbone = keras.models.load_model(out / "base_model.keras")
+    assert backbone.name == "small_cnn" and backbone.input_shape == (None, 16, 16, 3)
+    assert "Done: 2 rounds" in capsys.readouterr().out
+
+
+def test_pretrain_reads_a_split_file_and_ignores_test_rows(tiny_image_folder, tmp_path):
+    rows = []
+    for label in TINY_CLASSES:
+        files = sorted(os.listdir(os.path.join(tiny_image_folder, label)))
+        splits = ["train"] * 4 + ["val", "test"]
+        rows += [(f"{label}/{name}", label, split) for name, split in zip(files, splits)]
+    split_file = os.path.join(tiny_image_folder, "split.csv")
+    pd.DataFrame(rows, columns=["filename", "label", "split"]).to_csv(split_file, index=False)
+    out = tmp_path / "run"
+    args = [a if a != "4" else "3" for a in TINY_RUN]  # 3 val images: batches of 3
+    assert main(["pretrain", "--data", split_file, "--out", str(out), *args]) == 0
+    assert len(pd.read_csv(out / "history.csv")) == 2
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--schedule", "1:1e-4"], "schedule round 1 is '1:1e-4'"),
+    (["--schedule", "99:1e-4:1"], "num_of_unfrozen_layers=99"),
+    (["--batch-size", "50"], "batch_size=50"),
+    (["--feat-dims", "16,x"], "--feat-dims"),
+    (["--backbone", "no_such_net"], "no_such_net"),
+])
+def test_pretrain_reports_bad_input_without_writing(tiny_image_folder, tmp_path, capsys, extra, message):
+    out = tmp_path / "run"
+    assert main(["pretrain", "--data", tiny_image_folder, "--out", str(out), *TINY_RUN, *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_pretrain_rejects_an_output_path_that_is_a_file(tiny_image_folder, tmp_path, capsys):
+    existing = tmp_path / "results.txt"
+    existing.write_text("keep me")
+    assert main(["pretrain", "--data", tiny_image_folder, "--out", str(existing), *TINY_RUN]) == 2
+    assert "is an existing file" in capsys.readouterr().err
+    assert existing.read_text() == "keep me"
+
+
+def test_pretrain_names_a_missing_data_folder(tmp_path, capsys):
+    missing = str(tmp_path / "nowhere")
+    assert main(["pretrain", "--data", missing, "--out", str(tmp_path / "run"), *TINY_RUN]) == 2
+    assert missing in capsys.readouterr().err
+
+
+def test_help_documents_every_option(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["pretrain", "--help"])
+    text = capsys.readouterr().out
+    for option in ("--data", "--backbone", "--weights", "--size", "--preprocess", "--pooling", "--batch-size",
+                   "--schedule", "--temperature", "--feat-dims", "--color-strength", "--seed", "--out"):
+        assert option in text
+
+
+def test_parse_schedule_accepts_counts_names_and_all():
+    assert parse_schedule("2:1e-4:5, block5_conv1:1e-5:3,all:1e-6:1") == [
+        (2, 1e-4, 5), ("block5_conv1", 1e-5, 3), ("all", 1e-6, 1)]
+    with pytest.raises(ValueError, match="epochs an int"):
+        parse_schedule("2:1e-4:five")
+
+
+def test_pretrain_without_data_runs_the_offline_digits_demo(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["pretrain", "--schedule", "all:1e-3:1", "--out", str(out)]) == 0
+    assert "offline demo" in capsys.readouterr().out
+    assert keras.models.load_model(out / "base_model.keras").input_shape == (None, 32, 32, 3)
+    assert np.isfinite(pd.read_csv(out / "history.csv")["val_nt_xent"]).all()
