@@ -158,6 +158,18 @@ def test_keras_thread_workers_see_the_same_batches(tiny_image_folder):
     np.testing.assert_array_equal(expected[0], expected[2])
 
 
+def test_multiprocessing_workers_give_the_same_views_each_epoch(tiny_image_folder):
+    view_a, view_b = keras.Input((SIZE, SIZE, 3)), keras.Input((SIZE, SIZE, 3))
+    model = keras.Model([view_a, view_b], keras.layers.Concatenate()([view_a, view_b]))
+    seen = {}
+    for options in ({"workers": 0}, {"workers": 2, "use_multiprocessing": True}):
+        dataset = generator(tiny_image_folder, augmentation=SimCLRAugmentation(noise_std=2.0), **options)
+        seen[options["workers"]] = [model.predict(dataset, verbose=0) for _ in range(2)]  # each ends an epoch
+    for epoch in range(2):
+        np.testing.assert_array_equal(seen[0][epoch], seen[2][epoch])
+    assert not np.array_equal(seen[2][0], seen[2][1])  # workers saw the epoch advance
+
+
 def test_unknown_pydataset_argument_is_refused(tiny_image_folder):
     with pytest.raises(TypeError, match="worker"):
         generator(tiny_image_folder, worker=2)
