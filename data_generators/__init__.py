@@ -8,7 +8,14 @@ and augmenting images does not pay for importing TensorFlow.
 import importlib
 
 from data_generators.augment import SimCLRAugmentation
-from data_generators.frames import digits_demo, frame_from_folder, load_frame, read_split_file, stratified_split
+from data_generators.frames import (
+    digits_demo,
+    frame_from_folder,
+    load_frame,
+    read_split_file,
+    split_sources,
+    stratified_split,
+)
 from data_generators.io import atomic_output, read_image, read_images
 from data_generators.targets import contrastive_target
 from data_generators.visualize import save_augmentation_grid
@@ -26,6 +33,7 @@ __all__ = [
     "frame_from_folder",
     "read_split_file",
     "stratified_split",
+    "split_sources",
     "load_frame",
     "read_image",
     "read_images",

@@ -189,6 +189,52 @@ def stratified_split(frame, val_fraction=0.15, test_fraction=0.15, seed=0):
     return result
 
 
+def split_sources(data, val_fraction=0.15, test_fraction=0.15, seed=0):
+    """Split any data source into its "train", "val" and "test" parts.
+
+    A `filename,label,split` CSV or a frame with a `split` column keeps its
+    split; anything else is split here by `stratified_split`, so the same
+    seed always gives the same parts (pretraining and benchmarking one data
+    set with one seed never let SimCLR see the test images).
+
+    Args:
+        data: a folder, a split CSV, a DataFrame, an `(images, labels)` pair
+            of arrays (labels may be None: the split is then not
+            stratified), or a dict that is already split.
+        val_fraction: share of all images for validation, when splitting.
+        test_fraction: share of all images for testing, when splitting.
+        seed: integer seed of the split.
+
+    Returns:
+        A dict from "train", "val" and "test" to DataFrames or
+        `(images, labels)` pairs (a part may be empty when its share is 0).
+
+    Example:
+    >>> import numpy as np
+    >>> parts = split_sources((np.zeros((20, 4, 4, 3), np.uint8), np.arange(20) % 2), 0.2, 0.2)
+    >>> {name: len(images) for name, (images, labels) in parts.items()}
+    {'train': 12, 'val': 4, 'test': 4}
+    """
+    if isinstance(data, dict):
+        missing = [name for name in SPLITS[:2] if name not in data]
+        if missing:
+            raise ValueError(f"split data must have the parts {list(SPLITS)}; missing {missing}")
+        return {name: data.get(name) for name in SPLITS}
+    if isinstance(data, tuple):
+        images, labels = data
+        stratify_by = np.zeros(len(images), int) if labels is None else np.asarray(labels)
+        split = stratified_split(pd.DataFrame({"class_label": stratify_by}), val_fraction, test_fraction, seed)["split"]
+        return {
+            name: (images[mask], None if labels is None else np.asarray(labels)[mask])
+            for name in SPLITS
+            for mask in [split.to_numpy() == name]
+        }
+    frame = load_frame(data)
+    if "split" not in frame.columns:
+        frame = stratified_split(frame, val_fraction, test_fraction, seed)
+    return {name: frame[frame["split"] == name] for name in SPLITS}
+
+
 def load_frame(data):
     """Turn a folder, a split CSV or a DataFrame into a checked frame.
 

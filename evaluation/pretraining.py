@@ -9,7 +9,7 @@ from data_generators import (
     load_frame,
     read_images,
     save_augmentation_grid,
-    stratified_split,
+    split_sources,
 )
 from evaluation.report import plot_training_curves
 from simclr_wrap import SimCLR
@@ -18,6 +18,7 @@ from simclr_wrap.backbones import get_preprocessing, load_backbone
 logger = logging.getLogger(__name__)
 
 ALL_LAYERS = "all"
+VAL_FRACTION = TEST_FRACTION = 0.15
 
 
 def parse_schedule(text):
@@ -47,42 +48,23 @@ def resolve_all_layers(schedule, base_model):
     return [(len(base_model.layers) if layers == ALL_LAYERS else layers, lr, epochs) for layers, lr, epochs in schedule]
 
 
-def split_data(data, val_fraction=0.15, seed=0, min_val=0):
-    """Return (train, val) image sources for the generators.
+def split_for_pretraining(data, batch_size, seed=0):
+    """Split `data` as the benchmark does, with at least one validation batch.
 
-    Args:
-        data: a folder of class subfolders (split here, stratified and
-            seeded), a `filename,label,split` CSV (its split is kept), a
-            DataFrame (split here unless it has a `split` column), or an
-            `(images, labels)` pair of arrays (split here).
-        val_fraction: share held out for validation when splitting here.
-        seed: seed of that split.
-        min_val: the least number of validation images when splitting
-            here (a contrastive validation batch needs `batch_size`).
+    Test images are chosen first and do not depend on the validation share
+    (see `stratified_split`), so a folder pretrained on here and benchmarked
+    later with the same seed keeps its test images unseen by SimCLR.
 
     Returns:
-        `(train, val)`: DataFrames or `(images, labels)` pairs.
+        The dict of `split_sources`.
     """
-    if isinstance(data, tuple):
-        from sklearn.model_selection import train_test_split
-
-        images, labels = data
-        val_fraction = _validation_share(val_fraction, min_val, len(images))
-        train_images, val_images, train_labels, val_labels = train_test_split(
-            images, labels, test_size=val_fraction, stratify=labels, random_state=seed
-        )
-        return (train_images, train_labels), (val_images, val_labels)
-    frame = load_frame(data)
-    if "split" not in frame.columns:
-        val_fraction = _validation_share(val_fraction, min_val, len(frame))
-        frame = stratified_split(frame, val_fraction=val_fraction, test_fraction=0.0, seed=seed)
-    return frame[frame["split"] == "train"], frame[frame["split"] == "val"]
-
-
-def _validation_share(val_fraction, min_val, n_images):
-    # Capped at half: with too few images for two batches, the generators
+    if isinstance(data, dict):
+        return split_sources(data)
+    n_images = len(data[0]) if isinstance(data, tuple) else len(load_frame(data))
+    # Capped at half: with too few images for two batches the generators
     # report batch_size against the images there are.
-    return min(max(val_fraction, min_val / n_images), 0.5)
+    val_fraction = min(max(VAL_FRACTION, batch_size / n_images), 0.5)
+    return split_sources(data, val_fraction, TEST_FRACTION, seed)
 
 
 def pretrain(
@@ -110,7 +92,8 @@ def pretrain(
     `history.csv`, `training_curves.png` and `augmentations.png`.
 
     Args:
-        data: see `split_data`; no labels are used for training.
+        data: what `split_sources` takes; SimCLR trains on the "train"
+            part and validates on "val", without labels; "test" is unused.
         backbone: a `load_backbone` name or `.keras` path, or a Keras model.
         out: output folder (created; must not be a file).
         weights, preprocess: as in `load_backbone` (preprocess is also
@@ -138,7 +121,8 @@ def pretrain(
     channels = base_model.input_shape[-1]
     schedule = resolve_all_layers(list(schedule), base_model)
     augmentation = augmentation or SimCLRAugmentation()
-    train, val = split_data(data, seed=seed, min_val=batch_size)
+    parts = split_for_pretraining(data, batch_size, seed)
+    train, val = parts["train"], parts["val"]
     common = dict(
         batch_size=batch_size, width=size, height=size, channels=channels,
         preprocess_input=preprocess_input, augmentation=augmentation, seed=seed, workers=workers,

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_generators import digits_demo, frame_from_folder, load_frame, read_split_file, stratified_split
+from data_generators import digits_demo, frame_from_folder, load_frame, read_split_file, split_sources, stratified_split
 
 
 def write_split_file(folder, rows, header="filename,label,split"):
@@ -149,3 +149,24 @@ def test_digits_demo_is_offline_rgb_uint8_and_seeded():
     assert np.array_equal(images, again) and np.array_equal(labels, again_labels)
     assert not np.array_equal(labels, other_labels)
     assert np.bincount(labels).tolist() == np.bincount(other_labels).tolist()
+
+
+def test_split_sources_keeps_test_images_whatever_the_validation_share(tiny_image_folder):
+    small_val = split_sources(tiny_image_folder, val_fraction=0.15, test_fraction=0.2, seed=3)
+    large_val = split_sources(tiny_image_folder, val_fraction=0.4, test_fraction=0.2, seed=3)
+    assert list(small_val["test"]["filename"]) == list(large_val["test"]["filename"])
+    assert len(large_val["val"]) > len(small_val["val"])
+    every = pd.concat(small_val.values())
+    assert sorted(every["filename"]) == sorted(frame_from_folder(tiny_image_folder)["filename"])
+
+
+def test_split_sources_of_arrays_and_of_split_data():
+    images = np.arange(40, dtype=np.uint8).reshape(40, 1, 1, 1) * np.ones((1, 2, 2, 3), np.uint8)
+    parts = split_sources((images, np.arange(40) % 4), val_fraction=0.25, test_fraction=0.25, seed=0)
+    assert [len(parts[name][0]) for name in ("train", "val", "test")] == [20, 10, 10]
+    assert sorted(np.concatenate([p[0][:, 0, 0, 0] for p in parts.values()]).tolist()) == list(range(40))
+    unlabelled = split_sources((images, None), 0.25, 0.25)
+    assert unlabelled["train"][1] is None and len(unlabelled["test"][0]) == 10
+    assert split_sources(parts)["val"] is parts["val"]
+    with pytest.raises(ValueError, match="missing \\['val'\\]"):
+        split_sources({"train": parts["train"]})
