@@ -1,0 +1,251 @@
+"""The label-fraction benchmark: a backbone before and after SimCLR, as records."""
+
+import logging
+import os
+import time
+
+import keras
+import numpy as np
+import pandas as pd
+
+from data_generators import DataGeneratorClass, SimCLRAugmentation
+from evaluation.features import extract_features
+from evaluation.finetune import finetune_classifier
+from evaluation.fractions import label_subset
+from evaluation.knn import KNNProbe
+from evaluation.linear import LinearProbe
+from evaluation.pretraining import TEST_FRACTION, VAL_FRACTION, pretrain, resolve_all_layers
+from evaluation.report import write_benchmark_outputs
+from simclr_wrap.backbones import get_preprocessing, load_backbone
+
+logger = logging.getLogger(__name__)
+
+CLASSIFIERS = ("linear", "knn", "fine_tuned")
+
+
+def run_benchmark(
+    data,
+    backbone,
+    out,
+    *,
+    weights=None,
+    size=80,
+    preprocess="auto",
+    pooling="flatten",
+    schedule=((1, 1e-4, 5), (2, 1e-5, 5)),
+    finetune_schedule=((0, 1e-3, 10), (2, 1e-4, 5)),
+    fractions=(1.0, 0.2, 0.05),
+    runs=3,
+    pretrain_runs=1,
+    adapted=None,
+    supervised_baseline=False,
+    classifiers=CLASSIFIERS,
+    batch_size=32,
+    temperature=0.1,
+    feat_dims=(2048, 128),
+    augmentation=None,
+    knn_k=20,
+    seed=0,
+    verbose="auto",
+):
+    """Evaluate a backbone, adapt it with SimCLR, evaluate it again; return the records.
+
+    1. The backbone as it is ("before"): a linear and a kNN classifier on its
+       pooled features and a fine-tuned classifier, each on `fractions` of
+       the training labels, `runs` times (other label subsets and seeds).
+    2. SimCLR on the training images, no labels (`pretrain_runs` times, or
+       none when `adapted` gives a backbone adapted earlier).
+    3. The adapted backbone, evaluated the same way ("after").
+    4. Optionally the same architecture from random initialisation trained
+       on the same label subsets ("scratch", classifier "supervised").
+
+    Model selection (regularisation, early stopping) sees only the training
+    labels and the validation split; the test split is read once per run.
+    Writes `results.json`, `report.md` and the plots to `out` as it goes.
+
+    Args:
+        data: what `split_sources` takes: a folder (split 70/15/15 here), a
+            split CSV, a DataFrame or arrays; the parts may be given as a dict.
+        backbone: a `load_backbone` name or path, or a Keras model.
+        out: output folder.
+        weights, size, preprocess, pooling: as in `pretrain`.
+        schedule: SimCLR's unfreezing rounds `(layers, lr, epochs)`.
+        finetune_schedule: the fine-tuned classifier's rounds.
+        fractions: shares of the training labels, each in (0, 1].
+        runs: repeated runs per cell.
+        pretrain_runs: repeated SimCLR runs (seeds seed, seed + 1, ...).
+        adapted: a `.keras` backbone adapted earlier; skips SimCLR.
+        supervised_baseline: also train the architecture from scratch.
+        classifiers: which of "linear", "knn" and "fine_tuned" to run.
+        batch_size, temperature, feat_dims, augmentation: of SimCLR.
+        knn_k: neighbours of the kNN classifier.
+        seed: base seed of everything.
+        verbose: Keras' verbosity for SimCLR training.
+
+    Returns:
+        A pandas DataFrame, one row per (stage, classifier, fraction, run),
+        with `accuracy` and `n_labels`.
+    """
+    unknown = sorted(set(classifiers) - set(CLASSIFIERS))
+    if unknown:
+        raise ValueError(f"classifiers must be among {CLASSIFIERS}, got {unknown}")
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
+        raise ValueError(f"runs must be an int >= 1, got runs={runs!r}")
+    if isinstance(pretrain_runs, bool) or not isinstance(pretrain_runs, int) or pretrain_runs < 1:
+        raise ValueError(f"pretrain_runs must be an int >= 1, got pretrain_runs={pretrain_runs!r}")
+    out = os.fspath(out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise NotADirectoryError(f"out={out!r} is an existing file, not a folder")
+    from data_generators import split_sources
+
+    if isinstance(backbone, str):
+        base_model, preprocess_input = load_backbone(backbone, (size, size, 3), weights, preprocess)
+    else:
+        base_model = backbone
+        preprocess_input = get_preprocessing("unit" if preprocess == "auto" else preprocess)
+    parts = split_sources(data, VAL_FRACTION, TEST_FRACTION, seed)
+    bench = _Evaluation(
+        parts, base_model.input_shape[1:], preprocess_input, pooling, resolve_all_layers(finetune_schedule, base_model), fractions, runs,
+        classifiers, knn_k, seed, backbone_name=base_model.name,
+    )
+    settings = {
+        "backbone": backbone if isinstance(backbone, str) else base_model.name, "weights": weights,
+        "size": size, "preprocess": preprocess, "pooling": pooling, "schedule": [list(r) for r in schedule],
+        "finetune_schedule": [list(r) for r in finetune_schedule], "fractions": list(fractions), "runs": runs,
+        "pretrain_runs": pretrain_runs, "adapted": adapted, "supervised_baseline": supervised_baseline,
+        "classifiers": list(classifiers), "batch_size": batch_size, "temperature": temperature,
+        "feat_dims": list(feat_dims), "knn_k": knn_k, "seed": seed,
+        "images": {name: _size_of(part) for name, part in parts.items()},
+    }
+    state = {"records": [], "durations": {}, "features": {}, "history": None}
+
+    def stage(name, work):
+        logger.info("== %s ==", name)
+        started = time.perf_counter()
+        result = work()
+        state["durations"][name] = round(time.perf_counter() - started, 1)
+        write_benchmark_outputs(out, state["records"], settings, state["durations"], state["features"],
+                                state["history"])
+        return result
+
+    stage("before", lambda: bench.evaluate(base_model, "before", state))
+    if adapted is not None:
+        adapted_models = [(None, keras.models.load_model(adapted, compile=False))]
+    else:
+        adapted_models = []
+        for pretrain_run in range(pretrain_runs):
+            def adapt(pretrain_run=pretrain_run):
+                simclr = pretrain(
+                    parts, bench.clone(base_model), os.path.join(out, f"simclr_run_{pretrain_run}"),
+                    preprocess=preprocess_input, size=size, schedule=schedule, batch_size=batch_size,
+                    temperature=temperature, feat_dims=feat_dims, pooling=pooling,
+                    augmentation=augmentation or SimCLRAugmentation(), seed=seed + pretrain_run, verbose=verbose,
+                )
+                state["history"] = state["history"] or simclr.history_
+                return simclr.base_model
+            adapted_models.append((pretrain_run, stage(f"simclr run {pretrain_run}", adapt)))
+    for pretrain_run, model in adapted_models:
+        stage(f"after (SimCLR run {pretrain_run})", lambda: bench.evaluate(model, "after", state, pretrain_run))
+    if supervised_baseline:
+        stage("scratch", lambda: bench.scratch(base_model, state))
+    return pd.DataFrame(state["records"])
+
+
+class _Evaluation:
+    """Everything that evaluates one backbone on the label fractions."""
+
+    def __init__(self, parts, input_shape, preprocess_input, pooling, finetune_schedule, fractions, runs,
+                 classifiers, knn_k, seed, backbone_name):
+        self.parts, self.pooling, self.fractions, self.runs = parts, pooling, tuple(fractions), runs
+        self.finetune_schedule, self.classifiers, self.knn_k, self.seed = finetune_schedule, classifiers, knn_k, seed
+        self.backbone_name = backbone_name
+        height, width, channels = input_shape
+        self.generator_options = dict(width=width, height=height, channels=channels, preprocess_input=preprocess_input)
+        self.classes = sorted(set().union(*(_labels_of(part) for part in parts.values() if _size_of(part))))
+        self.data = {name: self._generator(part) for name, part in parts.items() if _size_of(part)}
+        if "test" not in self.data:
+            raise ValueError("the benchmark needs a test split; give data with a 'test' part or split share")
+        self.train_labels = self.data["train"].labels
+        for fraction in self.fractions:  # a fraction that leaves a class empty fails here, before any training
+            label_subset(self.train_labels, fraction, seed)
+
+    def _generator(self, part, shuffle=False, seed=0):
+        return DataGeneratorClass(part, batch_size=32, classes=self.classes, shuffle=shuffle, seed=seed,
+                                  **self.generator_options)
+
+    def clone(self, base_model):
+        model = keras.models.clone_model(base_model)
+        model.set_weights(base_model.get_weights())
+        return model
+
+    def evaluate(self, base_model, stage, state, pretrain_run=None):
+        features = {name: extract_features(base_model, self.data[name], self.pooling) for name in ("train", "test")}
+        state["features"][stage] = features["test"]
+        for fraction in self.fractions:
+            for run in range(self.runs):
+                subset = label_subset(self.train_labels, fraction, seed=self.seed + run)
+                for classifier in self.classifiers:
+                    started = time.perf_counter()
+                    result = self._classify(classifier, base_model, features, subset, self.seed + run)
+                    record = {
+                        "backbone": self.backbone_name, "method": "simclr" if stage == "after" else "none",
+                        "stage": stage, "classifier": classifier, "fraction": fraction, "run": run,
+                        "n_labels": len(subset), "accuracy": float(result["accuracy"]),
+                        "seconds": round(time.perf_counter() - started, 2),
+                    }
+                    if "top5" in result:
+                        record["top5"] = float(result["top5"])
+                    if pretrain_run is not None:
+                        record["pretrain_run"] = pretrain_run
+                    state["records"].append(record)
+                    logger.info("%s %s fraction %g run %d: %d labels, accuracy %.3f",
+                                stage, classifier, fraction, run, len(subset), record["accuracy"])
+
+    def _classify(self, classifier, base_model, features, subset, seed):
+        train_features, train_labels = features["train"]
+        test_features, test_labels = features["test"]
+        if classifier == "linear":
+            probe = LinearProbe(seed=seed).fit(train_features[subset], train_labels[subset])
+            return probe.evaluate(test_features, test_labels)
+        if classifier == "knn":
+            probe = KNNProbe(k=self.knn_k).fit(train_features[subset], train_labels[subset])
+            return probe.evaluate(test_features, test_labels)
+        return finetune_classifier(
+            base_model, self._generator(_take(self.parts["train"], subset), shuffle=True, seed=seed),
+            self.data["val"], self.data["test"], schedule=self.finetune_schedule, pooling=self.pooling, seed=seed,
+        )
+
+    def scratch(self, base_model, state):
+        """Train the architecture from random initialisation on the same label subsets."""
+        # Every layer trains, at the first round's rate, for all the schedule's epochs.
+        everything = [(len(base_model.layers), self.finetune_schedule[0][1], sum(r[2] for r in self.finetune_schedule))]
+        for fraction in self.fractions:
+            for run in range(self.runs):
+                subset = label_subset(self.train_labels, fraction, seed=self.seed + run)
+                keras.utils.set_random_seed(self.seed + run)  # clone_model draws new initial weights
+                fresh = keras.models.clone_model(base_model)
+                result = finetune_classifier(
+                    fresh, self._generator(_take(self.parts["train"], subset), shuffle=True, seed=self.seed + run),
+                    self.data["val"], self.data["test"], schedule=everything, pooling=self.pooling, seed=self.seed + run,
+                )
+                state["records"].append({
+                    "backbone": self.backbone_name, "method": "none", "stage": "scratch",
+                    "classifier": "supervised", "fraction": fraction, "run": run, "n_labels": len(subset),
+                    "accuracy": float(result["accuracy"]),
+                })
+
+
+def _size_of(part):
+    if part is None:
+        return 0
+    return len(part[0]) if isinstance(part, tuple) else len(part)
+
+
+def _labels_of(part):
+    return set(np.asarray(part[1]).tolist()) if isinstance(part, tuple) else set(part["class_label"])
+
+
+def _take(part, indices):
+    if isinstance(part, tuple):
+        return part[0][indices], np.asarray(part[1])[indices]
+    return part.iloc[indices]

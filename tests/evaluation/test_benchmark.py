@@ -1,0 +1,121 @@
+"""The benchmark end to end on a tiny image folder, and its report."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from evaluation.benchmark import run_benchmark
+from evaluation.cli import main
+from evaluation.report import summary_table
+from tests.conftest import TINY_SIZE, make_tiny_backbone, write_image_folder
+
+FAST = dict(size=TINY_SIZE, pooling="avg", schedule=[("all", 1e-3, 1)], finetune_schedule=[(0, 1e-3, 1), ("all", 1e-4, 1)],
+            batch_size=4, feat_dims=(16, 8), knn_k=3, verbose=0)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return write_image_folder(tmp_path_factory.mktemp("bench") / "images", n_per_class=12)
+
+
+@pytest.fixture(scope="module")
+def benchmark_run(folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench_out")
+    keras.utils.set_random_seed(0)
+    records = run_benchmark(folder, make_tiny_backbone(), out, fractions=(1.0, 0.2), runs=2, **FAST)
+    return records, out
+
+
+def test_records_cover_every_cell_with_true_label_counts(benchmark_run):
+    records, _ = benchmark_run
+    assert len(records) == 2 * 3 * 2 * 2  # stages x classifiers x fractions x runs
+    assert set(records["stage"]) == {"before", "after"} and set(records["classifier"]) == {"linear", "knn", "fine_tuned"}
+    n_train = records.loc[records["fraction"] == 1.0, "n_labels"].unique()
+    assert len(n_train) == 1
+    assert set(records.loc[records["fraction"] == 0.2, "n_labels"]) == {int(np.floor(0.2 * n_train[0] + 0.5))}
+    assert records["accuracy"].between(0, 1).all()
+    assert set(records.loc[records["stage"] == "after", "method"]) == {"simclr"}
+
+
+def test_results_json_loads_into_a_dataframe_with_settings_once(benchmark_run):
+    records, out = benchmark_run
+    results = json.loads((out / "results.json").read_text())
+    frame = pd.DataFrame(results["records"])
+    pd.testing.assert_frame_equal(frame, records)
+    for key in ("backbone", "method", "stage", "classifier", "fraction", "run", "n_labels", "accuracy"):
+        assert key in frame.columns
+    assert results["settings"]["runs"] == 2 and results["versions"]["keras"] == keras.__version__
+
+
+def test_report_and_plots_are_written(benchmark_run):
+    records, out = benchmark_run
+    report = (out / "report.md").read_text()
+    assert "| fraction | classifier | labels | before | after |" in report
+    assert "## Durations" in report and "## Settings" in report
+    for plot in ("accuracy_vs_fraction.png", "tsne.png", "training_curves.png"):
+        assert (out / plot).stat().st_size > 0
+    assert (out / "simclr_run_0" / "base_model.keras").exists()
+
+
+def test_linear_and_knn_cells_repeat_exactly_with_the_same_seed(folder, benchmark_run, tmp_path):
+    records, out = benchmark_run
+    again = run_benchmark(folder, make_tiny_backbone(), tmp_path, fractions=(1.0, 0.2), runs=2,
+                          adapted=str(out / "simclr_run_0" / "base_model.keras"), classifiers=("linear", "knn"),
+                          **FAST)
+    # "before" used a backbone initialised with the same global seed: compare the adapted stage instead
+    mine = records[(records["stage"] == "after") & records["classifier"].isin(["linear", "knn"])]
+    theirs = again[again["stage"] == "after"]
+    np.testing.assert_allclose(mine["accuracy"].to_numpy(), theirs["accuracy"].to_numpy())
+
+
+def test_summary_table_has_mean_and_std_per_cell(benchmark_run):
+    table = summary_table(benchmark_run[0])
+    assert list(table["fraction"]) == [1.0] * 3 + [0.2] * 3
+    assert list(table["classifier"][:3]) == ["linear", "knn", "fine_tuned"]
+    assert all(" ± " in cell and cell.endswith("(2)") for cell in table["before"])
+
+
+def test_supervised_baseline_records_scratch(folder, tmp_path):
+    records = run_benchmark(folder, make_tiny_backbone(), tmp_path, fractions=(1.0,), runs=1, supervised_baseline=True,
+                            adapted=None, classifiers=("linear",), **FAST)
+    scratch = records[records["stage"] == "scratch"]
+    assert len(scratch) == 1 and scratch["classifier"].iloc[0] == "supervised"
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"fractions": (0.0,)}, "fraction"),
+    ({"fractions": (0.01,)}, "fraction"),
+    ({"runs": 0}, "runs"),
+    ({"classifiers": ("svm",)}, "svm"),
+])
+def test_bad_settings_fail_before_any_training(folder, tmp_path, kwargs, match):
+    settings = {**FAST, "fractions": (1.0,), "runs": 1, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        run_benchmark(folder, make_tiny_backbone(), tmp_path / "out", **settings)
+    assert not (tmp_path / "out").exists()
+
+
+def test_benchmark_command_on_a_folder(folder, tmp_path, capsys):
+    out = tmp_path / "cli"
+    argv = ["benchmark", "--data", folder, "--backbone", "small_cnn", "--size", "16", "--batch-size", "4",
+            "--feat-dims", "16,8", "--schedule", "all:1e-3:1", "--finetune-schedule", "0:1e-3:1", "--fractions",
+            "1.0,0.2", "--runs", "1", "--classifiers", "linear,knn", "--knn-k", "3", "--pooling", "avg", "--out", str(out)]
+    assert main(argv) == 0
+    assert "| fraction | classifier |" in capsys.readouterr().out
+    assert len(json.loads((out / "results.json").read_text())["records"]) == 2 * 2 * 2
+
+
+def test_embed_command_writes_csv_and_npy(folder, tmp_path):
+    common = ["embed", "--data", folder, "--backbone", "small_cnn", "--size", "16"]
+    assert main(common + ["--out", str(tmp_path / "e.csv")]) == 0
+    table = pd.read_csv(tmp_path / "e.csv")
+    assert len(table) == 36 and list(table.columns[:2]) == ["filename", "label"] and "e127" in table.columns
+    assert main(common + ["--out", str(tmp_path / "e.npy")]) == 0
+    assert np.load(tmp_path / "e.npy").shape == (36, 128)
+    assert len(pd.read_csv(tmp_path / "e.npy.index.csv")) == 36
+    assert main(common + ["--out", str(tmp_path / "e.txt")]) == 2
+    assert not os.path.exists(tmp_path / "e.txt")
