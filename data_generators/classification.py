@@ -19,8 +19,9 @@ class DataGeneratorClass(SeededImageBatches):
     Args:
         data: a DataFrame with columns `filename`, `class_label` and optionally
             `split`, a folder of class subfolders, a `.csv` split file, or a
-            tuple `(images, labels)` of arrays; integer labels are indices
-            into `classes`, other labels are looked up in it.
+            tuple `(images, labels)` of arrays. Labels are looked up in
+            `classes`; integer labels that are not all among `classes` are
+            taken as indices into it instead.
         batch_size: images per batch (at least 1).
         classes: the ordered class labels that the one-hot columns stand
             for; None means the sorted distinct labels of all of `data` (for
@@ -117,7 +118,7 @@ def _class_indices(labels, data_classes, classes):
     classes = list(classes)
     if not classes or len(set(classes)) != len(classes):
         raise ValueError(f"classes must be a non-empty list of distinct labels, got classes={classes}")
-    if integer_labels:
+    if integer_labels and not set(np.unique(labels).tolist()) <= set(classes):
         outside = labels[(labels < 0) | (labels >= len(classes))]
         if len(outside):
             raise ValueError(f"label {int(outside[0])} of data is not an index into the {len(classes)} classes")

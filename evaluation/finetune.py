@@ -6,6 +6,7 @@ import math
 import keras
 import numpy as np
 
+from evaluation.frozen_prefix import DEFAULT_CACHE_BYTES, ShuffledArrays, round_cache
 from evaluation.pretraining import ALL_LAYERS
 from simclr_wrap.callbacks import RoundNumber
 from simclr_wrap.heads import pooling_layer
@@ -92,6 +93,8 @@ def finetune_classifier(
     patience=3,
     unfreeze_batchnorm=False,
     callbacks=None,
+    cache_frozen=True,
+    cache_bytes=DEFAULT_CACHE_BYTES,
     seed=0,
     verbose=0,
 ):
@@ -107,6 +110,11 @@ def finetune_classifier(
     The head's BatchNormalization starts its moving statistics at those of
     the first training batch rather than at (0, 1), which the few steps of
     a small label fraction would not move far enough.
+
+    While the first backbone layers stay frozen and the data is not
+    augmented, a round computes their activations once and trains the rest
+    (`cache_frozen`; see `evaluation.frozen_prefix`): the same model and
+    gradients, one forward pass of the prefix instead of one per epoch.
 
     Only `val_data` selects the model; `test_data` is evaluated once, after
     training, and nothing depends on it but the reported accuracy. Nothing
@@ -132,7 +140,12 @@ def finetune_classifier(
         unfreeze_batchnorm: whether BatchNormalization layers of the
             backbone train inside the unfrozen range; frozen ones run in
             inference mode (see `set_unfrozen_layers`).
-        callbacks: extra Keras callbacks for every round's `fit`.
+        callbacks: extra Keras callbacks for every round's `fit`; in a
+            cached round their `model` is the suffix model that trains.
+        cache_frozen: train from cached activations of the frozen prefix
+            where that gives the same result (see above).
+        cache_bytes: the most memory the cached activations may take; a
+            round that needs more trains end to end.
         verbose: Keras' `fit` and `evaluate` verbosity.
 
     Returns:
@@ -177,12 +190,22 @@ def finetune_classifier(
             "classifier round %d: %r unfrozen layers of %r, lr=%g, up to %d epochs; %s trainable and %s "
             "non-trainable parameters", number, layers, base_model.name, lr, epochs, f"{trainable:,}", f"{frozen:,}",
         )
+        cache = None
+        if cache_frozen and epochs:
+            cache = round_cache(model, base_model.name, first_unfrozen_index(backbone, layers), train_data, val_data,
+                                cache_bytes)
+        if cache is None:
+            trained, train_arguments, validation = model, _fit_arguments(train_data), val_data
+        else:
+            trained, validation = cache.suffix, cache.val
+            train_arguments = {"x": ShuffledArrays(*cache.train, getattr(train_data, "batch_size", 32), seed + number)}
+            trained.compile(optimizer=keras.optimizers.Adam(lr), loss="categorical_crossentropy", metrics=["accuracy"])
         early_stopping = keras.callbacks.EarlyStopping(
             monitor="val_loss", mode="min", patience=patience, restore_best_weights=True
         )
-        fitted = model.fit(
-            **_fit_arguments(train_data),
-            validation_data=val_data,
+        fitted = trained.fit(
+            **train_arguments,
+            validation_data=validation,
             epochs=epochs,
             shuffle=False,  # generators shuffle with their own seed; arrays keep their order
             callbacks=[RoundNumber(number), early_stopping, *(callbacks or [])],

@@ -62,6 +62,13 @@ class SimCLR:
             before a round stops (its best weights are restored).
         reduce_lr_patience: epochs without improvement before the learning
             rate is halved.
+        jit_compile: Keras' `compile` option: True compiles the training
+            step with XLA; "auto" (the default) does so on GPUs only, since
+            on CPUs it measured no faster (see `benchmarks/RESULTS.md`).
+            For mixed precision, set a Keras dtype policy such as
+            `keras.mixed_precision.set_global_policy("mixed_bfloat16")`
+            before building the backbone; `SoftmaxCosineSim` and the loss
+            compute in float32 whatever the policy.
 
     Example:
     >>> backbone = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3)])
@@ -88,6 +95,7 @@ class SimCLR:
         save_path="simclr_checkpoints",
         early_stopping_patience=5,
         reduce_lr_patience=2,
+        jit_compile="auto",
     ):
         if not isinstance(base_model, keras.Model):
             raise TypeError(f"base_model must be a keras.Model, got {type(base_model).__name__}")
@@ -114,6 +122,9 @@ class SimCLR:
         self.save_path = None if save_path is None else os.fspath(save_path)
         self.early_stopping_patience = early_stopping_patience
         self.reduce_lr_patience = reduce_lr_patience
+        if jit_compile not in (True, False, "auto"):
+            raise ValueError(f'jit_compile must be True, False or "auto", got jit_compile={jit_compile!r}')
+        self.jit_compile = jit_compile
         self.round_ = 0
         self.history_ = {}
         self._checkpoint = None
@@ -151,6 +162,7 @@ class SimCLR:
             optimizer=keras.optimizers.Adam(lr),
             loss=NTXent(),
             metrics=contrastive_metrics(),
+            jit_compile=self.jit_compile,
         )
 
     def _unfreeze(self, num_of_unfrozen_layers):

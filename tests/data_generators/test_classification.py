@@ -83,6 +83,12 @@ def test_integer_labels_are_class_indices(numbered_images):
         generator((images, numbers), classes=["a", "b"], width=8, height=8)
 
 
+def test_integer_labels_among_the_classes_are_looked_up_by_value(numbered_images):
+    images, numbers = numbered_images
+    shifted = generator((images, numbers + 5), classes=[5, 6, 7], width=8, height=8)
+    assert shifted.labels.tolist() == numbers.tolist()
+
+
 def test_subsets_share_the_class_numbering(tiny_image_folder):
     frame = frame_from_folder(tiny_image_folder)
     frame["split"] = ["train"] * 12 + ["test"] * 6  # test holds only "stripes"

@@ -7,6 +7,7 @@ import pytest
 from data_generators import DataGeneratorClass
 from evaluation.features import feature_extractor
 from evaluation.finetune import classifier_model, finetune_classifier
+from evaluation.frozen_prefix import HEAD_LAYERS
 from simclr_wrap.backbones import get_preprocessing
 from tests.conftest import TINY_SIZE
 
@@ -54,8 +55,11 @@ class RoundSpy(keras.callbacks.Callback):
         self.rounds = []
 
     def _backbone_weights(self):
-        backbone = self.model.get_layer("tiny_backbone")
-        return {layer.name: [w.numpy().copy() for w in layer.weights] for layer in backbone.layers if layer.weights}
+        # A cached round trains a suffix model: the unfrozen backbone layers and the head, at top level.
+        names = [layer.name for layer in self.model.layers]
+        layers = self.model.get_layer("tiny_backbone").layers if "tiny_backbone" in names else [
+            layer for layer in self.model.layers if layer.name not in HEAD_LAYERS]
+        return {layer.name: [w.numpy().copy() for w in layer.weights] for layer in layers if layer.weights}
 
     def on_train_begin(self, logs=None):
         self.events.append("train begin")
@@ -100,11 +104,12 @@ def test_fine_tuning_never_changes_the_callers_backbone(tiny_backbone, splits):
     assert any((b != a).any() for b, a in zip(before, trained))  # the clone did train
 
 
-def test_each_round_trains_the_layers_of_its_schedule(tiny_backbone, splits):
+@pytest.mark.parametrize("cache_frozen", [False, True])
+def test_each_round_trains_the_layers_of_its_schedule(tiny_backbone, splits, cache_frozen):
     spy = RoundSpy()
     result = finetune_classifier(
         tiny_backbone, *splits, schedule=[(0, 1e-2, 1), (4, 1e-2, 1), ("conv1", 1e-2, 1)],
-        hidden_units=8, callbacks=[spy],
+        hidden_units=8, callbacks=[spy], cache_frozen=cache_frozen,
     )
     # The head has 6 weights (BatchNormalization scale and offset, two Dense
     # kernels and biases); conv2 adds 2, conv1 2 more; bn2 stays frozen.
@@ -122,7 +127,8 @@ def test_each_round_trains_the_layers_of_its_schedule(tiny_backbone, splits):
 def test_a_round_that_does_not_lower_the_validation_loss_is_undone(tiny_backbone, splits):
     spy = RoundSpy()
     result = finetune_classifier(
-        tiny_backbone, *splits, schedule=[(0, 1e-2, 2), (4, 10.0, 1)], hidden_units=8, callbacks=[spy]
+        tiny_backbone, *splits, schedule=[(0, 1e-2, 2), (4, 10.0, 1)], hidden_units=8, callbacks=[spy],
+        cache_frozen=False,  # the spy then sees the whole classifier, whose weights the test compares
     )
     first, second = result["rounds"]
     assert first["kept"] and not second["kept"]
@@ -130,11 +136,12 @@ def test_a_round_that_does_not_lower_the_validation_loss_is_undone(tiny_backbone
     assert all((a == b).all() for a, b in zip(result["model"].get_weights(), spy.rounds[1]["start"]))
 
 
-def test_learns_a_tiny_task_well_above_chance(tiny_backbone):
+@pytest.mark.parametrize("cache_frozen", [False, True])
+def test_learns_a_tiny_task_well_above_chance(tiny_backbone, cache_frozen):
     train = brightness_data(12, seed=1, shuffle=True)
     result = finetune_classifier(
         tiny_backbone, train, brightness_data(4, seed=2), brightness_data(6, seed=3),
-        schedule=[(0, 1e-2, 8)], patience=8, hidden_units=8,
+        schedule=[(0, 1e-2, 8)], patience=8, hidden_units=8, cache_frozen=cache_frozen,
     )
     assert result["accuracy"] > 0.8 and result["val_accuracy"] > 0.8  # chance is 1/3
     assert result["epochs"] == 8 and len(result["history"]["val_loss"]) == 8
