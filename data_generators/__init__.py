@@ -15,6 +15,7 @@ from data_generators.frames import (
     read_split_file,
     split_sources,
     stratified_split,
+    take_rows,
 )
 from data_generators.io import atomic_output, read_image, read_images
 from data_generators.targets import contrastive_target
@@ -34,6 +35,7 @@ __all__ = [
     "read_split_file",
     "stratified_split",
     "split_sources",
+    "take_rows",
     "load_frame",
     "read_image",
     "read_images",

@@ -327,3 +327,26 @@ def _check_rows(frame, source):
         unknown = sorted(set(frame["split"]) - set(SPLITS))
         if unknown:
             raise ValueError(f"{source} has unknown split value(s) {unknown}; allowed: {list(SPLITS)}")
+
+
+def take_rows(data, indices):
+    """The images (and labels) of a frame or an `(images, labels)` pair at `indices`.
+
+    Args:
+        data: a DataFrame or an `(images, labels)` pair of arrays (labels
+            may be None).
+        indices: positions, as for `numpy.take`.
+
+    Returns:
+        The same kind of data, holding only those rows, in that order.
+
+    Example:
+    >>> import numpy as np
+    >>> images, labels = take_rows((np.zeros((5, 2, 2, 3)), np.arange(5)), [4, 0])
+    >>> images.shape, labels.tolist()
+    ((2, 2, 2, 3), [4, 0])
+    """
+    if isinstance(data, tuple):
+        images, labels = data
+        return np.asarray(images)[indices], None if labels is None else np.asarray(labels)[indices]
+    return data.iloc[indices]

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from data_generators import DataGeneratorClass, SimCLRAugmentation
+from data_generators import DataGeneratorClass, SimCLRAugmentation, take_rows
 from evaluation.features import extract_features
 from evaluation.finetune import finetune_classifier
 from evaluation.fractions import label_subset
@@ -46,6 +46,10 @@ def run_benchmark(
     augmentation=None,
     knn_k=20,
     seed=0,
+    probe_every=0,
+    probe_fraction=0.1,
+    positives="view",
+    queue_size=10000,
     verbose="auto",
 ):
     """Evaluate a backbone, adapt it with SimCLR, evaluate it again; return the records.
@@ -80,6 +84,10 @@ def run_benchmark(
         batch_size, temperature, feat_dims, augmentation: of SimCLR.
         knn_k: neighbours of the kNN classifier.
         seed: base seed of everything.
+        probe_every, probe_fraction: the online linear probe during SimCLR
+            (see `pretrain`).
+        positives, queue_size: "view" for SimCLR, "nearest_neighbour" for
+            NNCLR (records then have method "nnclr"); see `SimCLR`.
         verbose: Keras' verbosity for SimCLR training.
 
     Returns:
@@ -107,6 +115,7 @@ def run_benchmark(
     bench = _Evaluation(
         parts, base_model.input_shape[1:], preprocess_input, pooling, resolve_all_layers(finetune_schedule, base_model), fractions, runs,
         classifiers, knn_k, seed, backbone_name=base_model.name,
+        method="nnclr" if positives == "nearest_neighbour" else "simclr",
     )
     settings = {
         "backbone": backbone if isinstance(backbone, str) else base_model.name, "weights": weights,
@@ -114,7 +123,8 @@ def run_benchmark(
         "finetune_schedule": [list(r) for r in finetune_schedule], "fractions": list(fractions), "runs": runs,
         "pretrain_runs": pretrain_runs, "adapted": adapted, "supervised_baseline": supervised_baseline,
         "classifiers": list(classifiers), "batch_size": batch_size, "temperature": temperature,
-        "feat_dims": list(feat_dims), "knn_k": knn_k, "seed": seed,
+        "feat_dims": list(feat_dims), "knn_k": knn_k, "seed": seed, "positives": positives,
+        "queue_size": queue_size if positives == "nearest_neighbour" else None,
         "images": {name: _size_of(part) for name, part in parts.items()},
     }
     state = {"records": [], "durations": {}, "features": {}, "history": None}
@@ -140,6 +150,8 @@ def run_benchmark(
                     preprocess=preprocess_input, size=size, schedule=schedule, batch_size=batch_size,
                     temperature=temperature, feat_dims=feat_dims, pooling=pooling,
                     augmentation=augmentation or SimCLRAugmentation(), seed=seed + pretrain_run, verbose=verbose,
+                    probe_every=probe_every, probe_fraction=probe_fraction, positives=positives,
+                    queue_size=queue_size,
                 )
                 state["history"] = state["history"] or simclr.history_
                 return simclr.base_model
@@ -155,10 +167,10 @@ class _Evaluation:
     """Everything that evaluates one backbone on the label fractions."""
 
     def __init__(self, parts, input_shape, preprocess_input, pooling, finetune_schedule, fractions, runs,
-                 classifiers, knn_k, seed, backbone_name):
+                 classifiers, knn_k, seed, backbone_name, method):
         self.parts, self.pooling, self.fractions, self.runs = parts, pooling, tuple(fractions), runs
         self.finetune_schedule, self.classifiers, self.knn_k, self.seed = finetune_schedule, classifiers, knn_k, seed
-        self.backbone_name = backbone_name
+        self.backbone_name, self.method = backbone_name, method
         height, width, channels = input_shape
         self.generator_options = dict(width=width, height=height, channels=channels, preprocess_input=preprocess_input)
         self.classes = sorted(set().union(*(_labels_of(part) for part in parts.values() if _size_of(part))))
@@ -188,7 +200,7 @@ class _Evaluation:
                     started = time.perf_counter()
                     result = self._classify(classifier, base_model, features, subset, self.seed + run)
                     record = {
-                        "backbone": self.backbone_name, "method": "simclr" if stage == "after" else "none",
+                        "backbone": self.backbone_name, "method": self.method if stage == "after" else "none",
                         "stage": stage, "classifier": classifier, "fraction": fraction, "run": run,
                         "n_labels": len(subset), "accuracy": float(result["accuracy"]),
                         "seconds": round(time.perf_counter() - started, 2),
@@ -211,7 +223,7 @@ class _Evaluation:
             probe = KNNProbe(k=self.knn_k).fit(train_features[subset], train_labels[subset])
             return probe.evaluate(test_features, test_labels)
         return finetune_classifier(
-            base_model, self._generator(_take(self.parts["train"], subset), shuffle=True, seed=seed),
+            base_model, self._generator(take_rows(self.parts["train"], subset), shuffle=True, seed=seed),
             self.data["val"], self.data["test"], schedule=self.finetune_schedule, pooling=self.pooling, seed=seed,
         )
 
@@ -225,7 +237,7 @@ class _Evaluation:
                 keras.utils.set_random_seed(self.seed + run)  # clone_model draws new initial weights
                 fresh = keras.models.clone_model(base_model)
                 result = finetune_classifier(
-                    fresh, self._generator(_take(self.parts["train"], subset), shuffle=True, seed=self.seed + run),
+                    fresh, self._generator(take_rows(self.parts["train"], subset), shuffle=True, seed=self.seed + run),
                     self.data["val"], self.data["test"], schedule=everything, pooling=self.pooling, seed=self.seed + run,
                 )
                 state["records"].append({
@@ -243,9 +255,3 @@ def _size_of(part):
 
 def _labels_of(part):
     return set(np.asarray(part[1]).tolist()) if isinstance(part, tuple) else set(part["class_label"])
-
-
-def _take(part, indices):
-    if isinstance(part, tuple):
-        return part[0][indices], np.asarray(part[1])[indices]
-    return part.iloc[indices]

@@ -112,6 +112,13 @@ def _add_simclr_options(parser):
     parser.add_argument("--feat-dims", help="widths of the projection head, comma-separated")
     parser.add_argument("--color-strength", type=float, help="colour-jitter strength s of the SimCLR augmentations")
     parser.add_argument("--workers", type=int, default=1, help="data-loading threads")
+    parser.add_argument("--probe-every", type=int, default=0,
+                        help="every N epochs, log the validation accuracy of a linear probe on a few training "
+                        "labels (val_probe_accuracy); 0 for none")
+    parser.add_argument("--probe-fraction", type=float, default=0.1, help="share of the training labels the probe sees")
+    parser.add_argument("--positives", default="view", choices=["view", "nearest_neighbour"],
+                        help="view: SimCLR; nearest_neighbour: NNCLR, positives from a queue of past projections")
+    parser.add_argument("--queue-size", type=int, default=10000, help="NNCLR's queue of past projections")
 
 
 def main(argv=None):
@@ -162,7 +169,8 @@ def _simclr_options(args, augmentation):
         weights=args.weights, size=args.size, preprocess=args.preprocess, pooling=args.pooling,
         schedule=parse_schedule(args.schedule), batch_size=args.batch_size, temperature=args.temperature,
         feat_dims=_ints(args.feat_dims, "--feat-dims"), augmentation=SimCLRAugmentation(**augmentation),
-        seed=args.seed,
+        seed=args.seed, probe_every=args.probe_every, probe_fraction=args.probe_fraction, positives=args.positives,
+        queue_size=args.queue_size,
     )
 
 

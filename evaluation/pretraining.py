@@ -11,6 +11,7 @@ from data_generators import (
     save_augmentation_grid,
     split_sources,
 )
+from evaluation.monitors import OnlineLinearProbe
 from evaluation.report import plot_training_curves
 from simclr_wrap import SimCLR
 from simclr_wrap.backbones import get_preprocessing, load_backbone
@@ -83,6 +84,10 @@ def pretrain(
     augmentation=None,
     seed=0,
     workers=1,
+    probe_every=0,
+    probe_fraction=0.1,
+    positives="view",
+    queue_size=10000,
     verbose="auto",
 ):
     """Adapt a backbone to `data` with a SimCLR schedule and write the results.
@@ -105,6 +110,13 @@ def pretrain(
         augmentation: a `SimCLRAugmentation` (default: its defaults).
         seed: seed of the split, the views and the head.
         workers: data-loading threads.
+        probe_every: every that many epochs, an `OnlineLinearProbe` fits a
+            linear classifier on `probe_fraction` of the training labels and
+            logs its validation accuracy (`val_probe_accuracy`); 0 for none.
+            Needs labelled data; the test split is never read.
+        probe_fraction: share of the training labels the probe sees.
+        positives, queue_size: SimCLR ("view") or NNCLR
+            ("nearest_neighbour"), as in `SimCLR`.
         verbose: Keras' `fit` verbosity.
 
     Returns:
@@ -132,15 +144,29 @@ def pretrain(
     simclr = SimCLR(
         base_model, batch_size, feat_dims_ph=feat_dims, num_of_unfrozen_layers=schedule[0][0],
         temperature=temperature, lr=schedule[0][1], pooling=pooling, seed=seed, save_path=out,
+        positives=positives, queue_size=queue_size,
     )
     simclr.check_schedule(schedule)
     save_augmentation_grid(
         _first_images(train, 8, size, channels), os.path.join(out, "augmentations.png"), augmentation, seed=seed
     )
-    simclr.train_schedule(train_views, val_views, schedule, verbose=verbose)
+    monitors = []
+    if probe_every:
+        if _labels(train) is None:
+            raise ValueError("probe_every needs labelled training data; these images have no labels")
+        monitors.append(OnlineLinearProbe(
+            base_model, train, val, width=size, height=size, channels=channels, preprocess_input=preprocess_input,
+            pooling=pooling, fraction=probe_fraction, every=probe_every, seed=seed,
+        ))
+    simclr.train_schedule(train_views, val_views, schedule, callbacks=monitors, verbose=verbose)
     simclr.save_base_model(os.path.join(out, "base_model.keras"))
     plot_training_curves(simclr.history_, os.path.join(out, "training_curves.png"))
     return simclr
+
+
+def _labels(source):
+    """The labels of a DataFrame or `(images, labels)` source, or None."""
+    return source[1] if isinstance(source, tuple) else source.get("class_label")
 
 
 def _first_images(source, count, size, channels):

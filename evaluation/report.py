@@ -10,14 +10,25 @@ import matplotlib.pyplot as plt  # noqa: E402
 from data_generators.io import atomic_output  # noqa: E402
 
 
-def plot_training_curves(history, path):
-    """Plot NT-Xent and contrastive accuracy per epoch, train and validation.
+TRAINING_CURVES = (
+    ("nt_xent", "NT-Xent (lower is better)"),
+    ("contrastive_accuracy", "contrastive accuracy"),
+    ("correlation_accuracy", "correlation accuracy"),
+    ("projection_std", "projection std (0: collapsed)"),
+    ("probe_accuracy", "online linear probe accuracy"),
+)
 
-    Dashed vertical lines mark where a new unfreezing round starts.
+
+def plot_training_curves(history, path):
+    """Plot the SimCLR monitors per epoch, train and validation, one panel each.
+
+    NT-Xent and contrastive accuracy always; correlation accuracy,
+    projection std and the online probe's accuracy when the history has
+    them. Dashed vertical lines mark where a new unfreezing round starts.
 
     Args:
         history: dict of per-epoch lists, as `SimCLR.history_`
-            (`nt_xent`, `contrastive_accuracy`, their `val_` twins, `round`).
+            (`nt_xent`, `contrastive_accuracy`, their `val_` twins, `round`, ...).
         path: the PNG to write (atomically).
 
     Returns:
@@ -28,16 +39,15 @@ def plot_training_curves(history, path):
     >>> history = {"nt_xent": [3.0, 2.5], "contrastive_accuracy": [0.2, 0.4], "round": [1, 2]}
     >>> _ = plot_training_curves(history, tempfile.mkdtemp() + "/curves.png")
     """
-    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
-    epochs = range(1, len(history.get("nt_xent", [])) + 1)
-    for axis, metric, title in (
-        (axes[0], "nt_xent", "NT-Xent (lower is better)"),
-        (axes[1], "contrastive_accuracy", "contrastive accuracy"),
-    ):
+    panels = [(metric, title) for metric, title in TRAINING_CURVES
+              if metric in ("nt_xent", "contrastive_accuracy") or history.get(metric) or history.get("val_" + metric)]
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
+    rounds = history.get("round", [])
+    for axis, (metric, title) in zip(axes[0], panels):
         for prefix, label in (("", "train"), ("val_", "validation")):
-            if history.get(prefix + metric):
-                axis.plot(epochs, history[prefix + metric], marker="o", label=label)
-        rounds = history.get("round", [])
+            values = history.get(prefix + metric)
+            if values:
+                axis.plot(range(1, len(values) + 1), values, marker="o", label=label)
         for epoch in range(1, len(rounds)):
             if rounds[epoch] != rounds[epoch - 1]:
                 axis.axvline(epoch + 0.5, color="grey", linestyle="--", linewidth=1)

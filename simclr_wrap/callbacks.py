@@ -90,3 +90,52 @@ class RoundNumber(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["round"] = self.round_index
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss; the model holds its last good weights."""
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stop at the first NaN or infinite loss and put back the weights of the last good epoch.
+
+    Unlike `keras.callbacks.TerminateOnNaN`, the model does not keep the
+    broken weights: it returns to those it had at the start of the epoch
+    in which the loss broke (the last finished epoch), and `error` says
+    where it happened and what usually causes it. The caller raises it
+    after `fit` returns, so that no later round starts from a diverged model.
+
+    Args:
+        round_index: the unfreezing round, counted from 1, for the message.
+        hints: likely causes to name, e.g. "lr=0.1, temperature=0.05".
+
+    Attributes:
+        error: a `NonFiniteLossError`, or None while the loss stays finite.
+
+    Example:
+    >>> guard = StopOnNonFiniteLoss(round_index=2, hints="lr=0.001")
+    >>> guard.error is None
+    True
+    """
+
+    def __init__(self, round_index, hints=""):
+        super().__init__()
+        self.round_index, self.hints = int(round_index), hints
+        self.error, self._epoch, self._good_weights = None, 0, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._good_weights = self.model.get_weights()
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None or math.isfinite(float(loss)) or self.error is not None:
+            return
+        self.model.set_weights(self._good_weights)
+        self.model.stop_training = True
+        self.error = NonFiniteLossError(
+            f"round {self.round_index}, epoch {self._epoch + 1}, batch {batch + 1}: the loss became {float(loss)}. "
+            f"Training stopped and the model is back at its weights from the start of epoch {self._epoch + 1}. "
+            f"Likely causes: a learning rate too high or a temperature too low ({self.hints}), or input "
+            "images with NaN or infinite values."
+        )

@@ -31,8 +31,22 @@ class SoftmaxCosineSim(keras.layers.Layer):
     at low temperatures the logits span 2/temperature and the softmax of
     float16 logits would underflow.
 
+    With `anchors` (NNCLR, see `NearestNeighbourQueue`) the rows of the
+    cross-view blocks ab and ba compare each anchor's stand-in, its nearest
+    neighbour from a queue, with the other view, while aa and bb still
+    compare the views themselves and serve as extra negatives. With
+    `same_view_negatives=False` the aa and bb blocks are left out (their
+    probabilities are 0): with anchors that is NNCLR's loss exactly as in
+    the paper, without them the cross-view-only form of SimCLR.
+
     Args:
         temperature: positive float dividing the cosine similarities.
+        same_view_negatives: whether the other first views (aa) and second
+            views (bb) are negatives too, as in SimCLR.
+
+    Call arguments:
+        projections: (2·B, D), the first views' projections, then the second views'.
+        anchors: optional (2·B, D) stand-ins for the rows of the cross-view blocks.
 
     Example:
     >>> import numpy as np
@@ -42,26 +56,28 @@ class SoftmaxCosineSim(keras.layers.Layer):
     (3, 12)
     """
 
-    def __init__(self, *, temperature=0.1, **kwargs):
+    def __init__(self, *, temperature=0.1, same_view_negatives=True, **kwargs):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         temperature = float(temperature)
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got temperature={temperature}")
         self.temperature = temperature
+        self.same_view_negatives = bool(same_view_negatives)
 
-    def call(self, projections):
-        projections = ops.cast(projections, "float32")
-        normalised = projections / ops.maximum(
-            ops.norm(projections, axis=1, keepdims=True), keras.config.epsilon()
-        )
+    def call(self, projections, anchors=None):
+        normalised = _unit_rows(projections)
         logits = ops.matmul(normalised, ops.transpose(normalised)) / self.temperature
         two_b = ops.shape(logits)[0]
         batch_size = two_b // 2
-        logits = ops.where(ops.eye(two_b, dtype="bool"), _SELF_SIMILARITY_LOGIT, logits)
+        same_view = ops.where(ops.eye(two_b, dtype="bool"), _SELF_SIMILARITY_LOGIT, logits)
+        if not self.same_view_negatives:
+            same_view = ops.full_like(same_view, _SELF_SIMILARITY_LOGIT)
+        # NNCLR: each anchor's stand-in (its nearest neighbour) against the other view.
+        cross_view = logits if anchors is None else ops.matmul(_unit_rows(anchors), ops.transpose(normalised)) / self.temperature
         # Row block a: anchors a_i against [b | a]; row block b: b_i against [a | b].
-        from_a = ops.concatenate([logits[:batch_size, batch_size:], logits[:batch_size, :batch_size]], axis=1)
-        from_b = ops.concatenate([logits[batch_size:, :batch_size], logits[batch_size:, batch_size:]], axis=1)
+        from_a = ops.concatenate([cross_view[:batch_size, batch_size:], same_view[:batch_size, :batch_size]], axis=1)
+        from_b = ops.concatenate([cross_view[batch_size:, :batch_size], same_view[batch_size:, batch_size:]], axis=1)
         return ops.concatenate([ops.softmax(from_a, axis=1), ops.softmax(from_b, axis=1)], axis=1)
 
     def compute_output_shape(self, input_shape):
@@ -72,4 +88,69 @@ class SoftmaxCosineSim(keras.layers.Layer):
         config = super().get_config()
         config.pop("dtype", None)
         config["temperature"] = self.temperature
+        config["same_view_negatives"] = self.same_view_negatives
+        return config
+
+
+def _unit_rows(x):
+    x = ops.cast(x, "float32")
+    return x / ops.maximum(ops.norm(x, axis=1, keepdims=True), keras.config.epsilon())
+
+
+@keras.saving.register_keras_serializable(package="simclr_wrap")
+class NearestNeighbourQueue(keras.layers.Layer):
+    """NNCLR's support queue: each projection's nearest neighbour among past projections.
+
+    Holds a FIFO queue of `queue_size` L2-normalised projections of first
+    views (a non-trainable weight, so it is saved with the model). Called on
+    the 2·B projections of a step, it returns for each its nearest neighbour
+    in the queue by cosine similarity, with the straight-through gradient
+    (the value is the neighbour's, the gradient flows to the projection as if
+    it were the projection itself); then, in training, it puts the step's B
+    normalised first-view projections at the front of the queue and drops the
+    oldest B. The queue starts as random unit vectors (seeded).
+
+    Fed with the projections as the `anchors` of `SoftmaxCosineSim`, the
+    neighbours take their views' places in the cross-view blocks: NNCLR
+    (Dwibedi et al., 2021).
+
+    Args:
+        queue_size: number of past projections kept, at least the batch size.
+        seed: seed of the initial queue.
+
+    Example:
+    >>> import numpy as np
+    >>> layer = NearestNeighbourQueue(queue_size=8, seed=0)
+    >>> tuple(layer(np.ones((4, 3), "float32")).shape)
+    (4, 3)
+    """
+
+    def __init__(self, *, queue_size=10000, seed=0, **kwargs):
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+        if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
+            raise ValueError(f"queue_size must be an int >= 1, got queue_size={queue_size!r}")
+        self.queue_size, self.seed = queue_size, seed
+
+    def build(self, input_shape):
+        dims = input_shape[-1]
+        initial = keras.random.normal((self.queue_size, dims), seed=self.seed)
+        self.queue = self.add_weight(
+            shape=(self.queue_size, dims), initializer=lambda shape, dtype=None: _unit_rows(initial),
+            trainable=False, name="queue",
+        )
+
+    def call(self, projections, training=False):
+        normalised = _unit_rows(projections)
+        nearest = ops.take(self.queue, ops.argmax(ops.matmul(normalised, ops.transpose(self.queue)), axis=1), axis=0)
+        if training:
+            batch_size = ops.shape(normalised)[0] // 2
+            newest = ops.stop_gradient(normalised[:batch_size])
+            self.queue.assign(ops.concatenate([newest, self.queue[: self.queue_size - batch_size]], axis=0))
+        return normalised + ops.stop_gradient(nearest - normalised)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("dtype", None)
+        config.update(queue_size=self.queue_size, seed=self.seed)
         return config

@@ -5,10 +5,11 @@ import os
 
 import keras
 
-from simclr_wrap.callbacks import AtomicModelCheckpoint, RoundNumber, save_model_atomically
+from simclr_wrap.callbacks import AtomicModelCheckpoint, RoundNumber, StopOnNonFiniteLoss, save_model_atomically
 from simclr_wrap.heads import POOLINGS, pooling_layer, projection_head
-from simclr_wrap.layers import SoftmaxCosineSim
+from simclr_wrap.layers import NearestNeighbourQueue, SoftmaxCosineSim
 from simclr_wrap.losses import NTXent, contrastive_metrics
+from simclr_wrap.monitors import ProjectionMonitor
 from simclr_wrap.unfreezing import first_unfrozen_index, parameter_counts, set_unfrozen_layers
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,24 @@ class SimCLR:
             `keras.mixed_precision.set_global_policy("mixed_bfloat16")`
             before building the backbone; `SoftmaxCosineSim` and the loss
             compute in float32 whatever the policy.
+        positives: "view" (SimCLR: an anchor's positive is the other view
+            of its image) or "nearest_neighbour" (NNCLR: the anchor is
+            replaced, in the cross-view blocks, by its nearest neighbour in a
+            queue of past first-view projections; see
+            `NearestNeighbourQueue`). The (B, 4·B) output and its `[I|O|I|O]`
+            target stay the same; the aa and bb blocks stay as extra
+            negatives, where the paper has none (`same_view_negatives`).
+        queue_size: projections kept in NNCLR's queue (at least
+            `batch_size`); saved with the model.
+        same_view_negatives: whether the other views of the same side (aa,
+            bb) are negatives; False with "nearest_neighbour" gives the
+            paper's NNCLR loss exactly.
+
+    Besides NT-Xent and the contrastive accuracy, each epoch logs the
+    correlation accuracy and the projection std of the first validation
+    batch (`val_correlation_accuracy`, `val_projection_std`; see
+    `simclr_wrap.monitors`) when the data can be indexed, and warns when the
+    projections collapse.
 
     Example:
     >>> backbone = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3)])
@@ -96,6 +115,9 @@ class SimCLR:
         early_stopping_patience=5,
         reduce_lr_patience=2,
         jit_compile="auto",
+        positives="view",
+        queue_size=10000,
+        same_view_negatives=True,
     ):
         if not isinstance(base_model, keras.Model):
             raise TypeError(f"base_model must be a keras.Model, got {type(base_model).__name__}")
@@ -125,6 +147,13 @@ class SimCLR:
         if jit_compile not in (True, False, "auto"):
             raise ValueError(f'jit_compile must be True, False or "auto", got jit_compile={jit_compile!r}')
         self.jit_compile = jit_compile
+        if positives not in ("view", "nearest_neighbour"):
+            raise ValueError(f'positives must be "view" or "nearest_neighbour", got positives={positives!r}')
+        if positives == "nearest_neighbour" and (
+            isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < batch_size
+        ):
+            raise ValueError(f"queue_size must be an int >= batch_size={batch_size}, got queue_size={queue_size!r}")
+        self.positives, self.queue_size, self.same_view_negatives = positives, queue_size, same_view_negatives
         self.round_ = 0
         self.history_ = {}
         self._checkpoint = None
@@ -152,7 +181,15 @@ class SimCLR:
         projections = projection_head(
             pooled, self.feat_dims_ph, self.ph_activation, self.ph_regul, seed=self.seed
         )
-        similarities = SoftmaxCosineSim(temperature=self.temperature, name="softmax_cosine_sim")(projections)
+        anchors = None
+        if self.positives == "nearest_neighbour":
+            queue = NearestNeighbourQueue(queue_size=self.queue_size, seed=self.seed or 0, name="support_queue")
+            anchors = queue(projections)
+        similarities = SoftmaxCosineSim(
+            temperature=self.temperature, same_view_negatives=self.same_view_negatives, name="softmax_cosine_sim"
+        )(projections, anchors=anchors)
+        # Shares every layer with the SimCLR model: what ProjectionMonitor watches.
+        self._projector = keras.Model([view_a, view_b], projections, name="simclr_projector")
         return keras.Model([view_a, view_b], similarities, name="simclr")
 
     def _compile(self, lr):
@@ -191,11 +228,17 @@ class SimCLR:
                 drives checkpointing, early stopping and the learning rate.
                 Without it they follow the training `nt_xent`.
             epochs: epochs of this round (0 skips training).
-            callbacks: extra Keras callbacks, run after the default ones.
+            callbacks: extra Keras callbacks, run before the default ones (so
+                that what they add to the logs is checkpointed and written).
             verbose: Keras' `fit` verbosity.
 
         Returns:
             The round's `keras.callbacks.History`.
+
+        Raises:
+            NonFiniteLossError: the loss became NaN or infinite; the round
+                stopped and the model is back at the weights of its last
+                finished epoch (nothing is saved for the round).
         """
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
             raise ValueError(f"epochs must be an int >= 0, got epochs={epochs!r}")
@@ -210,17 +253,23 @@ class SimCLR:
             self.round_, self.num_of_unfrozen_layers, self.base_model.name, self.lr, epochs,
             f"{trainable:,}", f"{frozen:,}",
         )
+        guard = StopOnNonFiniteLoss(self.round_, hints=f"lr={self.lr:g}, temperature={self.temperature:g}")
         history = self.SimCLR_model.fit(
             data_train,
             validation_data=data_val,
             epochs=epochs,
             shuffle=False,  # the generators shuffle, seeded; Keras would ignore it for them anyway
-            callbacks=self._round_callbacks(monitor="nt_xent" if data_val is None else "val_nt_xent")
-            + list(callbacks or []),
+            # The guard first, so that no other callback sees a diverged epoch as its last.
+            # Extra callbacks before the default ones, so that what they log
+            # reaches the checkpoint, early stopping and the CSV file.
+            callbacks=[guard, *self._monitors(data_train, data_val), *(callbacks or [])]
+            + self._round_callbacks(monitor="nt_xent" if data_val is None else "val_nt_xent"),
             verbose=verbose,
         )
         for key, values in history.history.items():
             self.history_.setdefault(key, []).extend(values)
+        if guard.error is not None:
+            raise guard.error
         if self.save_path is not None:
             self.save_base_model(os.path.join(self.save_path, f"base_model_round_{self.round_}.keras"))
         return history
@@ -292,6 +341,19 @@ class SimCLR:
         if not rounds:
             raise ValueError("schedule is empty; give at least one (num_of_unfrozen_layers, lr, epochs) round")
         return rounds
+
+    def _monitors(self, data_train, data_val):
+        """A `ProjectionMonitor` on the first batch of the validation data (else the training data).
+
+        Only for data that can be indexed (a `keras.utils.PyDataset` such as
+        `DataGeneratorSimCLR`); the batch is taken once, so every epoch of the
+        round is scored on the same views.
+        """
+        data, prefix = (data_val, "val_") if data_val is not None else (data_train, "")
+        if not (hasattr(data, "__getitem__") and hasattr(data, "__len__")) or len(data) == 0:
+            return []
+        views, _ = data[0]
+        return [ProjectionMonitor(self._projector, tuple(views), prefix=prefix)]
 
     def _round_callbacks(self, monitor):
         callbacks = [

@@ -86,6 +86,15 @@ def test_supervised_baseline_records_scratch(folder, tmp_path):
     assert len(scratch) == 1 and scratch["classifier"].iloc[0] == "supervised"
 
 
+def test_nnclr_records_have_method_nnclr(folder, tmp_path):
+    settings = {**FAST, "batch_size": 4}
+    records = run_benchmark(folder, make_tiny_backbone(), tmp_path, fractions=(1.0,), runs=1, classifiers=("knn",),
+                            positives="nearest_neighbour", queue_size=16, **settings)
+    assert records.set_index("stage")["method"].to_dict() == {"before": "none", "after": "nnclr"}
+    settings = json.loads((tmp_path / "results.json").read_text())["settings"]
+    assert settings["positives"] == "nearest_neighbour" and settings["queue_size"] == 16
+
+
 @pytest.mark.parametrize("kwargs,match", [
     ({"fractions": (0.0,)}, "fraction"),
     ({"fractions": (0.01,)}, "fraction"),

@@ -27,6 +27,23 @@ def test_pretrain_on_a_folder_writes_the_adapted_backbone(tiny_image_folder, tmp
     assert "Done: 2 rounds" in capsys.readouterr().out
 
 
+def test_pretrain_monitors_reach_the_csv_and_the_plot(tiny_image_folder, tmp_path, monkeypatch):
+    probed = []
+    from evaluation import monitors
+
+    score = monitors.LinearProbe.score
+    monkeypatch.setattr(monitors.LinearProbe, "score", lambda self, *a: probed.append(self.n_labels_) or score(self, *a))
+    out = tmp_path / "run"
+    run = ["--size", "16", "--batch-size", "4", "--feat-dims", "16,8", "--schedule", "all:1e-3:3"]
+    assert main(["pretrain", "--data", tiny_image_folder, "--out", str(out), "--probe-every", "2",
+                 "--probe-fraction", "0.5", *run]) == 0
+    history = pd.read_csv(out / "history.csv")
+    assert history["val_correlation_accuracy"].between(0, 1).all() and history["val_projection_std"].notna().all()
+    assert history["val_probe_accuracy"].notna().tolist() == [True, False, True]  # epochs 1 and 3 of 3
+    assert probed == [6, 6]  # half of the 12 training images of the 70/15/15 split, stratified
+    assert (out / "training_curves.png").stat().st_size > 0
+
+
 def test_pretrain_reads_a_split_file_and_ignores_test_rows(tiny_image_folder, tmp_path):
     rows = []
     for label in TINY_CLASSES:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from simclr_wrap import SimCLR
+from simclr_wrap import NonFiniteLossError, SimCLR
 from tests.conftest import TINY_SIZE
 from tests.simclr_wrap.test_losses import identity_target, vectorised_nt_xent
 
@@ -171,3 +171,18 @@ def test_training_lowers_nt_xent(tiny_backbone):
     before = simclr.SimCLR_model.evaluate(val, verbose=0, return_dict=True)["nt_xent"]
     simclr.unfreeze_and_train(train, val, num_of_unfrozen_layers=7, lr=3e-3, epochs=6, verbose=0)
     assert simclr.history_["val_nt_xent"][-1] < before
+
+
+def test_a_non_finite_loss_stops_the_round_and_keeps_the_last_good_weights(tiny_backbone, tmp_path):
+    simclr = SimCLR(tiny_backbone, BATCH, feat_dims_ph=HEAD, lr=1e-2, save_path=tmp_path, seed=0)
+    simclr.train(view_batches(), epochs=1, verbose=0)
+    good = [w.copy() for w in simclr.SimCLR_model.get_weights()]
+    views, targets = next(iter(view_batches(n_batches=3).unbatch().batch(3 * BATCH)))
+    targets = targets.numpy()
+    targets[BATCH + 1] = np.nan  # in the second batch: a NaN the backbone's ReLU and max pooling cannot hide
+    broken = tf.data.Dataset.from_tensor_slices((views, targets)).batch(BATCH)
+    with pytest.raises(NonFiniteLossError, match=r"round 2, epoch 1, batch 2: the loss became nan.*lr=0.01, temperature=0.1"):
+        simclr.train(broken, epochs=3, verbose=0)
+    for before, after in zip(good, simclr.SimCLR_model.get_weights()):
+        np.testing.assert_array_equal(before, after)
+    assert not os.path.exists(tmp_path / "base_model_round_2.keras")  # nothing saved for the broken round
