@@ -54,6 +54,38 @@ def atomic_output(path):
             os.remove(tmp)
 
 
+def check_output_folder(path, name="out"):
+    """Raise NotADirectoryError if `path` cannot be made a folder: it, or a folder above it, is a file.
+
+    Checked before any work starts, so that a run does not fail at its first
+    write, hours in.
+
+    Args:
+        path: the output folder (it need not exist yet).
+        name: how the error names the argument.
+
+    Returns:
+        `path` as a string.
+
+    Example:
+    >>> import tempfile
+    >>> file = tempfile.NamedTemporaryFile()
+    >>> check_output_folder(file.name + "/run")
+    Traceback (most recent call last):
+    ...
+    NotADirectoryError: out=... lies under ..., which is a file, not a folder
+    """
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NotADirectoryError(f"{name}={path!r} is an existing file, not a folder")
+    above = os.path.dirname(os.path.abspath(path))
+    while above and not os.path.exists(above):
+        above = os.path.dirname(above)
+    if above and not os.path.isdir(above):
+        raise NotADirectoryError(f"{name}={path!r} lies under {above!r}, which is a file, not a folder")
+    return path
+
+
 def check_files_exist(paths):
     """Raise FileNotFoundError naming the first missing file of `paths`.
 

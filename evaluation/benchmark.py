@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from data_generators import DataGeneratorClass, SimCLRAugmentation, take_rows
+from data_generators.io import check_output_folder
 from evaluation.features import extract_features
 from evaluation.finetune import finetune_classifier
 from evaluation.fractions import label_subset
@@ -101,9 +102,7 @@ def run_benchmark(
         raise ValueError(f"runs must be an int >= 1, got runs={runs!r}")
     if isinstance(pretrain_runs, bool) or not isinstance(pretrain_runs, int) or pretrain_runs < 1:
         raise ValueError(f"pretrain_runs must be an int >= 1, got pretrain_runs={pretrain_runs!r}")
-    out = os.fspath(out)
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise NotADirectoryError(f"out={out!r} is an existing file, not a folder")
+    out = check_output_folder(out)
     from data_generators import split_sources
 
     if isinstance(backbone, str):
@@ -174,6 +173,12 @@ class _Evaluation:
         height, width, channels = input_shape
         self.generator_options = dict(width=width, height=height, channels=channels, preprocess_input=preprocess_input)
         self.classes = sorted(set().union(*(_labels_of(part) for part in parts.values() if _size_of(part))))
+        trained = _labels_of(parts["train"])
+        for name, part in parts.items():
+            unknown = sorted(_labels_of(part) - trained, key=str) if _size_of(part) else []
+            if unknown:
+                raise ValueError(f"class {unknown[0]!r} of the {name} split has no training images, so no "
+                                 f"classifier can learn it; the training classes are {sorted(trained, key=str)}")
         self.data = {name: self._generator(part) for name, part in parts.items() if _size_of(part)}
         if "test" not in self.data:
             raise ValueError("the benchmark needs a test split; give data with a 'test' part or split share")

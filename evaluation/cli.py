@@ -134,6 +134,7 @@ def main(argv=None):
 
 def _prepare(args):
     """Fill defaults; return (data, backbone, augmentation settings, out)."""
+    from data_generators.io import check_output_folder
     from evaluation.demo import DEMO_AUGMENTATION
 
     defaults = DATA_DEFAULTS if args.data else DEMO_DEFAULTS
@@ -141,8 +142,7 @@ def _prepare(args):
         if getattr(args, name, "absent") is None:
             setattr(args, name, value)
     out = args.out or os.path.join("runs", f"{args.command}-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise NotADirectoryError(f"--out {out!r} is an existing file, not a folder")
+    check_output_folder(out, "--out")
     augmentation = {"color_strength": args.color_strength}
     if args.data:
         return args.data, args.backbone, augmentation, out

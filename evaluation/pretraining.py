@@ -11,6 +11,7 @@ from data_generators import (
     save_augmentation_grid,
     split_sources,
 )
+from data_generators.io import check_output_folder
 from evaluation.monitors import OnlineLinearProbe
 from evaluation.report import plot_training_curves
 from simclr_wrap import SimCLR
@@ -122,9 +123,7 @@ def pretrain(
     Returns:
         The trained `SimCLR` wrapper.
     """
-    out = os.fspath(out)
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise NotADirectoryError(f"out={out!r} is an existing file, not a folder")
+    out = check_output_folder(out)
     if isinstance(backbone, str):
         base_model, preprocess_input = load_backbone(backbone, (size, size, 3), weights, preprocess)
     else:
@@ -139,14 +138,15 @@ def pretrain(
         batch_size=batch_size, width=size, height=size, channels=channels,
         preprocess_input=preprocess_input, augmentation=augmentation, seed=seed, workers=workers,
     )
-    train_views = DataGeneratorSimCLR(train, subset="train", **common)
-    val_views = DataGeneratorSimCLR(val, subset="val", **common)
+    # The wrapper first: its errors name the backbone, where the generators' would name an argument.
     simclr = SimCLR(
         base_model, batch_size, feat_dims_ph=feat_dims, num_of_unfrozen_layers=schedule[0][0],
         temperature=temperature, lr=schedule[0][1], pooling=pooling, seed=seed, save_path=out,
         positives=positives, queue_size=queue_size,
     )
     simclr.check_schedule(schedule)
+    train_views = DataGeneratorSimCLR(train, subset="train", **common)
+    val_views = DataGeneratorSimCLR(val, subset="val", **common)
     save_augmentation_grid(
         _first_images(train, 8, size, channels), os.path.join(out, "augmentations.png"), augmentation, seed=seed
     )
