@@ -34,7 +34,7 @@ def run_benchmark(
     preprocess="auto",
     pooling="flatten",
     schedule=((1, 1e-4, 5), (2, 1e-5, 5)),
-    finetune_schedule=((0, 1e-3, 10), (2, 1e-4, 5)),
+    finetune_schedule=((0, 1e-3, 30), (2, 1e-4, 5)),
     fractions=(1.0, 0.2, 0.05),
     runs=3,
     pretrain_runs=1,

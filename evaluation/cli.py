@@ -16,7 +16,7 @@ DEMO_DEFAULTS = {
     "temperature": 0.2,
     "feat_dims": "128,64",
     "color_strength": 0.5,
-    "finetune_schedule": "0:1e-3:10,all:1e-4:5",
+    "finetune_schedule": "0:1e-3:30,all:1e-4:5",
 }
 DATA_DEFAULTS = {
     "backbone": "small_cnn",
@@ -27,7 +27,7 @@ DATA_DEFAULTS = {
     "temperature": 0.1,
     "feat_dims": "2048,128",
     "color_strength": 0.5,
-    "finetune_schedule": "0:1e-3:10,2:1e-4:5",
+    "finetune_schedule": "0:1e-3:30,2:1e-4:5",
 }
 
 
@@ -48,6 +48,9 @@ def build_parser():
     )
     _add_data_options(pretrain)
     _add_simclr_options(pretrain)
+    pretrain.add_argument("--resume", action="store_true",
+                          help="save the schedule's state after every epoch in OUT/resume, and go on from the last "
+                          "finished epoch when OUT holds an interrupted run of the same schedule")
     benchmark = commands.add_parser(
         "benchmark",
         help="linear, kNN and fine-tuned accuracy at label fractions, before and after SimCLR",
@@ -178,7 +181,8 @@ def run_pretrain(args):
     from evaluation.pretraining import pretrain
 
     data, backbone, augmentation, out = _prepare(args)
-    simclr = pretrain(data, backbone, out, workers=args.workers, **_simclr_options(args, augmentation))
+    simclr = pretrain(data, backbone, out, workers=args.workers, resume=args.resume,
+                      **_simclr_options(args, augmentation))
     history = simclr.history_
     print(
         f"Done: {simclr.round_} rounds, val_nt_xent {history['val_nt_xent'][0]:.3f} -> "

@@ -89,6 +89,7 @@ def pretrain(
     probe_fraction=0.1,
     positives="view",
     queue_size=10000,
+    resume=False,
     verbose="auto",
 ):
     """Adapt a backbone to `data` with a SimCLR schedule and write the results.
@@ -118,6 +119,9 @@ def pretrain(
         probe_fraction: share of the training labels the probe sees.
         positives, queue_size: SimCLR ("view") or NNCLR
             ("nearest_neighbour"), as in `SimCLR`.
+        resume: keep the schedule's state in `out/resume/` after every
+            epoch, and go on from it when `out` holds the state of an
+            interrupted run of the same schedule (see `SimCLR.train_schedule`).
         verbose: Keras' `fit` verbosity.
 
     Returns:
@@ -158,7 +162,7 @@ def pretrain(
             base_model, train, val, width=size, height=size, channels=channels, preprocess_input=preprocess_input,
             pooling=pooling, fraction=probe_fraction, every=probe_every, seed=seed,
         ))
-    simclr.train_schedule(train_views, val_views, schedule, callbacks=monitors, verbose=verbose)
+    simclr.train_schedule(train_views, val_views, schedule, callbacks=monitors, verbose=verbose, resume=resume)
     simclr.save_base_model(os.path.join(out, "base_model.keras"))
     plot_training_curves(simclr.history_, os.path.join(out, "training_curves.png"))
     return simclr

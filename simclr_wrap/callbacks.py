@@ -139,3 +139,26 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             f"Likely causes: a learning rate too high or a temperature too low ({self.hints}), or input "
             "images with NaN or infinite values."
         )
+
+
+class ScheduleEpoch(keras.callbacks.Callback):
+    """Number the training data's epochs (which seed its views) by the schedule's epoch count.
+
+    A seeded generator such as `DataGeneratorSimCLR` draws its views from its
+    own epoch counter, which Keras advances each time it ends an epoch of the
+    data, once more per `fit` than there are epochs (after peeking at the
+    data). Setting the counter at the start of every epoch to the number of
+    epochs the schedule has run makes the views depend only on that, so a
+    resumed schedule sees the views the uninterrupted one would have.
+
+    Args:
+        data: the training data; its `epoch` attribute is set.
+        epochs_before: epochs the schedule ran before this `fit`.
+    """
+
+    def __init__(self, data, epochs_before):
+        super().__init__()
+        self.data, self.epochs_before = data, int(epochs_before)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.data.epoch = self.epochs_before + epoch

@@ -5,11 +5,24 @@ import os
 
 import keras
 
-from simclr_wrap.callbacks import AtomicModelCheckpoint, RoundNumber, StopOnNonFiniteLoss, save_model_atomically
+from simclr_wrap.callbacks import (
+    AtomicModelCheckpoint,
+    RoundNumber,
+    ScheduleEpoch,
+    StopOnNonFiniteLoss,
+    save_model_atomically,
+)
 from simclr_wrap.heads import POOLINGS, pooling_layer, projection_head
 from simclr_wrap.layers import NearestNeighbourQueue, SoftmaxCosineSim
 from simclr_wrap.losses import NTXent, contrastive_metrics
 from simclr_wrap.monitors import ProjectionMonitor
+from simclr_wrap.resume import (
+    ResumableEarlyStopping,
+    ResumableReduceLROnPlateau,
+    ResumeState,
+    load_best_weights,
+    restore_callbacks,
+)
 from simclr_wrap.unfreezing import first_unfrozen_index, parameter_counts, set_unfrozen_layers
 
 logger = logging.getLogger(__name__)
@@ -156,6 +169,7 @@ class SimCLR:
         self.positives, self.queue_size, self.same_view_negatives = positives, queue_size, same_view_negatives
         self.round_ = 0
         self.history_ = {}
+        self._resume, self._initial_epoch, self._epochs_run = None, 0, 0
         self._checkpoint = None
         self._trainable_ids = set()
         self.num_of_unfrozen_layers = None
@@ -254,25 +268,43 @@ class SimCLR:
             f"{trainable:,}", f"{frozen:,}",
         )
         guard = StopOnNonFiniteLoss(self.round_, hints=f"lr={self.lr:g}, temperature={self.temperature:g}")
+        defaults = self._round_callbacks(monitor="nt_xent" if data_val is None else "val_nt_xent")
+        resume, self._resume = self._resume, None  # set by train_schedule for one round
+        tail = []
+        if resume is not None:
+            state, saver, epochs_before = resume
+            early_stopping, plateau = defaults[1], defaults[2]
+            checkpoint = self._checkpoint if self.save_path is not None else None
+            if state is not None:
+                restore_callbacks(state, early_stopping, plateau, checkpoint, saver.folder)
+            saver.round_callbacks = (early_stopping, plateau, checkpoint)
+            saver.context = {"round": self.round_, "epochs_before": epochs_before, "history": self.history_}
+            tail = [saver]  # last: it records what every other callback made of the epoch
         history = self.SimCLR_model.fit(
             data_train,
             validation_data=data_val,
             epochs=epochs,
+            initial_epoch=self._initial_epoch,
             shuffle=False,  # the generators shuffle, seeded; Keras would ignore it for them anyway
             # The guard first, so that no other callback sees a diverged epoch as its last.
             # Extra callbacks before the default ones, so that what they log
             # reaches the checkpoint, early stopping and the CSV file.
-            callbacks=[guard, *self._monitors(data_train, data_val), *(callbacks or [])]
-            + self._round_callbacks(monitor="nt_xent" if data_val is None else "val_nt_xent"),
+            callbacks=[guard, *self._numbering(data_train), *self._monitors(data_train, data_val), *(callbacks or []),
+                       *defaults, *tail],
             verbose=verbose,
         )
+        self._initial_epoch = 0
+        self._epochs_run += len(history.epoch)
         for key, values in history.history.items():
             self.history_.setdefault(key, []).extend(values)
         if guard.error is not None:
             raise guard.error
+        self._end_round()
+        return history
+
+    def _end_round(self):
         if self.save_path is not None:
             self.save_base_model(os.path.join(self.save_path, f"base_model_round_{self.round_}.keras"))
-        return history
 
     def unfreeze_and_train(self, data_train, data_val=None, *, num_of_unfrozen_layers, lr, epochs, callbacks=None, verbose="auto"):
         """Unfreeze the last `num_of_unfrozen_layers` layers, then `train` a round.
@@ -294,27 +326,79 @@ class SimCLR:
         self._compile(lr)
         return self.train(data_train, data_val, epochs, callbacks, verbose)
 
-    def train_schedule(self, data_train, data_val, schedule, callbacks=None, verbose="auto"):
+    def train_schedule(self, data_train, data_val, schedule, callbacks=None, verbose="auto", resume=False):
         """Run a whole gradual-unfreezing schedule, checked before it starts.
+
+        With `resume=True` (needs `save_path`) the state of the schedule is
+        written after every epoch to `<save_path>/resume/` (see
+        `simclr_wrap.resume`), and a run of the same schedule that was
+        interrupted, by Ctrl-C or a killed process, goes on from its last
+        finished epoch: finished rounds are skipped, and the weights, the
+        optimizer, the round's early-stopping, learning-rate and checkpoint
+        state, the history and the generator's epoch (hence its views) are
+        as they were. A checkpoint file that was cut short or changed raises
+        `CorruptCheckpointError` instead of being loaded.
 
         Args:
             data_train, data_val, callbacks, verbose: as in `train`.
             schedule: list of `(num_of_unfrozen_layers, lr, epochs)` rounds.
+            resume: save and resume the schedule's state.
 
         Returns:
-            The list of the rounds' `keras.callbacks.History`.
+            The list of the rounds' `keras.callbacks.History` (of the rounds
+            run in this call).
 
         Example:
         >>> # simclr.train_schedule(train_gen, val_gen, [(1, 1e-4, 5), ("block5_conv1", 1e-5, 5)])
         """
         schedule = self.check_schedule(schedule)
-        return [
-            self.unfreeze_and_train(
-                data_train, data_val, num_of_unfrozen_layers=layers, lr=lr, epochs=epochs,
-                callbacks=callbacks, verbose=verbose,
-            )
-            for layers, lr, epochs in schedule
-        ]
+        if not resume:
+            return [
+                self.unfreeze_and_train(
+                    data_train, data_val, num_of_unfrozen_layers=layers, lr=lr, epochs=epochs,
+                    callbacks=callbacks, verbose=verbose,
+                )
+                for layers, lr, epochs in schedule
+            ]
+        if self.save_path is None:
+            raise ValueError("resume=True needs a save_path to keep the state in")
+        saver = ResumeState(os.path.join(self.save_path, "resume"), schedule)
+        state = saver.load()
+        histories, epochs_before = [], 0
+        for number, (layers, lr, epochs) in enumerate(schedule, start=1):
+            if state is not None and number < state["round"]:
+                continue  # finished before the interruption; its weights come with the state
+            resumed = state if state is not None and number == state["round"] else None
+            state = None
+            self._unfreeze(layers)
+            self._compile(lr)
+            if resumed is not None:
+                self._load_state(saver, resumed, data_train)
+                epochs_before = resumed["epochs_before_round"] + resumed["epochs_in_round"]
+                if resumed["stopped"] or resumed["epochs_in_round"] >= epochs:
+                    # The round had finished: what its end does is left, the best weights first.
+                    best = load_best_weights(resumed, saver.folder)
+                    if best is not None:
+                        self.SimCLR_model.set_weights(best)
+                    self.round_ += 1
+                    self._end_round()
+                    continue
+                self._initial_epoch = resumed["epochs_in_round"]
+            self._resume = (resumed, saver, epochs_before - (resumed or {}).get("epochs_in_round", 0))
+            histories.append(self.train(data_train, data_val, epochs, callbacks, verbose))
+            epochs_before += len(histories[-1].epoch)
+        return histories
+
+    def _load_state(self, saver, state, data_train):
+        """Put back the weights, the optimizer, the history and the generator's epoch of `state`."""
+        # The optimizer's variables exist only once it is built for this round's trainable weights.
+        self.SimCLR_model.optimizer.build(self.SimCLR_model.trainable_variables)
+        self.SimCLR_model.load_weights(os.path.join(saver.folder, state["weights"]))
+        self.round_ = state["round"] - 1
+        self.history_ = {key: list(values) for key, values in state["history"].items()}
+        self._epochs_run = state["epochs_before_round"] + state["epochs_in_round"]
+        logger.info("resuming round %d after its epoch %d (from %s)", state["round"], state["epochs_in_round"],
+                    saver.folder)
 
     def check_schedule(self, schedule):
         """Validate a schedule against this backbone and return it as tuples.
@@ -342,6 +426,10 @@ class SimCLR:
             raise ValueError("schedule is empty; give at least one (num_of_unfrozen_layers, lr, epochs) round")
         return rounds
 
+    def _numbering(self, data_train):
+        """A `ScheduleEpoch` for training data whose views follow its `epoch`."""
+        return [ScheduleEpoch(data_train, self._epochs_run - self._initial_epoch)] if hasattr(data_train, "epoch") else []
+
     def _monitors(self, data_train, data_val):
         """A `ProjectionMonitor` on the first batch of the validation data (else the training data).
 
@@ -358,10 +446,10 @@ class SimCLR:
     def _round_callbacks(self, monitor):
         callbacks = [
             RoundNumber(self.round_),
-            keras.callbacks.EarlyStopping(
+            ResumableEarlyStopping(
                 monitor=monitor, mode="min", patience=self.early_stopping_patience, restore_best_weights=True
             ),
-            keras.callbacks.ReduceLROnPlateau(
+            ResumableReduceLROnPlateau(
                 monitor=monitor, mode="min", factor=0.5, patience=self.reduce_lr_patience, min_lr=self.lr / 100
             ),
         ]

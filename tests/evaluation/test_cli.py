@@ -108,3 +108,15 @@ def test_pretrain_without_data_runs_the_offline_digits_demo(tmp_path, capsys):
     assert "offline demo" in capsys.readouterr().out
     assert keras.models.load_model(out / "base_model.keras").input_shape == (None, 32, 32, 3)
     assert np.isfinite(pd.read_csv(out / "history.csv")["val_nt_xent"]).all()
+
+
+def test_pretrain_resume_of_a_finished_run_trains_nothing_more(tiny_image_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["pretrain", "--data", tiny_image_folder, "--out", str(out), "--resume", *TINY_RUN]
+    assert main(argv) == 0
+    first = pd.read_csv(out / "history.csv")
+    state = (out / "resume" / "state.json").read_text()
+    assert main(argv) == 0
+    assert "Done: 2 rounds" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(pd.read_csv(out / "history.csv"), first)  # no epoch was run again
+    assert (out / "resume" / "state.json").read_text() == state
