@@ -16,7 +16,7 @@ from evaluation.fractions import label_subset
 from evaluation.knn import KNNProbe
 from evaluation.linear import LinearProbe
 from evaluation.pretraining import TEST_FRACTION, VAL_FRACTION, pretrain, resolve_all_layers
-from evaluation.report import write_benchmark_outputs
+from evaluation.report import write_benchmark_outputs, write_results
 from simclr_wrap.backbones import get_preprocessing, load_backbone
 
 logger = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ def run_benchmark(
     probe_fraction=0.1,
     positives="view",
     queue_size=10000,
+    resume=False,
     verbose="auto",
 ):
     """Evaluate a backbone, adapt it with SimCLR, evaluate it again; return the records.
@@ -89,6 +90,10 @@ def run_benchmark(
             (see `pretrain`).
         positives, queue_size: "view" for SimCLR, "nearest_neighbour" for
             NNCLR (records then have method "nnclr"); see `SimCLR`.
+        resume: go on with the benchmark that `out` holds (the same
+            settings): cells already in its results.json are kept, not run
+            again, and an interrupted SimCLR run goes on from its last
+            finished epoch. results.json is written after every cell.
         verbose: Keras' verbosity for SimCLR training.
 
     Returns:
@@ -126,13 +131,17 @@ def run_benchmark(
         "queue_size": queue_size if positives == "nearest_neighbour" else None,
         "images": {name: _size_of(part) for name, part in parts.items()},
     }
-    state = {"records": [], "durations": {}, "features": {}, "history": None}
+    state = {"records": [], "durations": {}, "features": {}, "history": None, "done": set()}
+    if resume:
+        _resume_from(out, settings, state)
+    state["save"] = lambda: write_results(out, state["records"], settings, state["durations"])
 
     def stage(name, work):
         logger.info("== %s ==", name)
         started = time.perf_counter()
         result = work()
-        state["durations"][name] = round(time.perf_counter() - started, 1)
+        # Added up, so that a resumed stage reports all the time it took.
+        state["durations"][name] = round(state["durations"].get(name, 0) + time.perf_counter() - started, 1)
         write_benchmark_outputs(out, state["records"], settings, state["durations"], state["features"],
                                 state["history"])
         return result
@@ -143,6 +152,10 @@ def run_benchmark(
     else:
         adapted_models = []
         for pretrain_run in range(pretrain_runs):
+            if bench.finished(state, "after", pretrain_run):
+                logger.info("SimCLR run %d: every cell after it is in results.json already", pretrain_run)
+                continue
+
             def adapt(pretrain_run=pretrain_run):
                 simclr = pretrain(
                     parts, bench.clone(base_model), os.path.join(out, f"simclr_run_{pretrain_run}"),
@@ -150,7 +163,7 @@ def run_benchmark(
                     temperature=temperature, feat_dims=feat_dims, pooling=pooling,
                     augmentation=augmentation or SimCLRAugmentation(), seed=seed + pretrain_run, verbose=verbose,
                     probe_every=probe_every, probe_fraction=probe_fraction, positives=positives,
-                    queue_size=queue_size,
+                    queue_size=queue_size, resume=resume,
                 )
                 state["history"] = state["history"] or simclr.history_
                 return simclr.base_model
@@ -195,28 +208,40 @@ class _Evaluation:
         model.set_weights(base_model.get_weights())
         return model
 
+    def cells(self, stage):
+        """The (fraction, run, classifier) cells of a stage, in the order they run."""
+        classifiers = ("supervised",) if stage == "scratch" else self.classifiers
+        return [(fraction, run, classifier) for fraction in self.fractions for run in range(self.runs)
+                for classifier in classifiers]
+
+    def finished(self, state, stage, pretrain_run=None):
+        """Whether results.json holds every cell of the stage."""
+        return all(_cell_key(stage, *cell, pretrain_run) in state["done"] for cell in self.cells(stage))
+
     def evaluate(self, base_model, stage, state, pretrain_run=None):
+        todo = [cell for cell in self.cells(stage) if _cell_key(stage, *cell, pretrain_run) not in state["done"]]
+        if not todo:
+            logger.info("every %s cell is in results.json already", stage)
+            return
         features = {name: extract_features(base_model, self.data[name], self.pooling) for name in ("train", "test")}
         state["features"][stage] = features["test"]
-        for fraction in self.fractions:
-            for run in range(self.runs):
-                subset = label_subset(self.train_labels, fraction, seed=self.seed + run)
-                for classifier in self.classifiers:
-                    started = time.perf_counter()
-                    result = self._classify(classifier, base_model, features, subset, self.seed + run)
-                    record = {
-                        "backbone": self.backbone_name, "method": self.method if stage == "after" else "none",
-                        "stage": stage, "classifier": classifier, "fraction": fraction, "run": run,
-                        "n_labels": len(subset), "accuracy": float(result["accuracy"]),
-                        "seconds": round(time.perf_counter() - started, 2),
-                    }
-                    if "top5" in result:
-                        record["top5"] = float(result["top5"])
-                    if pretrain_run is not None:
-                        record["pretrain_run"] = pretrain_run
-                    state["records"].append(record)
-                    logger.info("%s %s fraction %g run %d: %d labels, accuracy %.3f",
-                                stage, classifier, fraction, run, len(subset), record["accuracy"])
+        for fraction, run, classifier in todo:
+            subset = label_subset(self.train_labels, fraction, seed=self.seed + run)
+            started = time.perf_counter()
+            result = self._classify(classifier, base_model, features, subset, self.seed + run)
+            record = {
+                "backbone": self.backbone_name, "method": self.method if stage == "after" else "none",
+                "stage": stage, "classifier": classifier, "fraction": fraction, "run": run,
+                "n_labels": len(subset), "accuracy": float(result["accuracy"]),
+                "seconds": round(time.perf_counter() - started, 2),
+            }
+            if "top5" in result:
+                record["top5"] = float(result["top5"])
+            if pretrain_run is not None:
+                record["pretrain_run"] = pretrain_run
+            _add_record(state, record)
+            logger.info("%s %s fraction %g run %d: %d labels, accuracy %.3f",
+                        stage, classifier, fraction, run, len(subset), record["accuracy"])
 
     def _classify(self, classifier, base_model, features, subset, seed):
         train_features, train_labels = features["train"]
@@ -236,20 +261,56 @@ class _Evaluation:
         """Train the architecture from random initialisation on the same label subsets."""
         # Every layer trains, at the first round's rate, for all the schedule's epochs.
         everything = [(len(base_model.layers), self.finetune_schedule[0][1], sum(r[2] for r in self.finetune_schedule))]
-        for fraction in self.fractions:
-            for run in range(self.runs):
-                subset = label_subset(self.train_labels, fraction, seed=self.seed + run)
-                keras.utils.set_random_seed(self.seed + run)  # clone_model draws new initial weights
-                fresh = keras.models.clone_model(base_model)
-                result = finetune_classifier(
-                    fresh, self._generator(take_rows(self.parts["train"], subset), shuffle=True, seed=self.seed + run),
-                    self.data["val"], self.data["test"], schedule=everything, pooling=self.pooling, seed=self.seed + run,
-                )
-                state["records"].append({
-                    "backbone": self.backbone_name, "method": "none", "stage": "scratch",
-                    "classifier": "supervised", "fraction": fraction, "run": run, "n_labels": len(subset),
-                    "accuracy": float(result["accuracy"]),
-                })
+        for fraction, run, _ in self.cells("scratch"):
+            if _cell_key("scratch", fraction, run, "supervised", None) in state["done"]:
+                continue
+            subset = label_subset(self.train_labels, fraction, seed=self.seed + run)
+            keras.utils.set_random_seed(self.seed + run)  # clone_model draws new initial weights
+            fresh = keras.models.clone_model(base_model)
+            result = finetune_classifier(
+                fresh, self._generator(take_rows(self.parts["train"], subset), shuffle=True, seed=self.seed + run),
+                self.data["val"], self.data["test"], schedule=everything, pooling=self.pooling, seed=self.seed + run,
+            )
+            _add_record(state, {
+                "backbone": self.backbone_name, "method": "none", "stage": "scratch",
+                "classifier": "supervised", "fraction": fraction, "run": run, "n_labels": len(subset),
+                "accuracy": float(result["accuracy"]),
+            })
+
+
+def _cell_key(stage, fraction, run, classifier, pretrain_run):
+    return stage, classifier, float(fraction), int(run), pretrain_run
+
+
+def _add_record(state, record):
+    """Keep a finished cell, and write results.json at once: an interruption loses at most the cell under way."""
+    state["records"].append(record)
+    state["done"].add(_cell_key(record["stage"], record["fraction"], record["run"], record["classifier"],
+                                record.get("pretrain_run")))
+    state["save"]()
+
+
+def _resume_from(out, settings, state):
+    """Take the finished cells of the benchmark in `out`, which must have the same settings."""
+    import json
+
+    path = os.path.join(out, "results.json")
+    if not os.path.exists(path):
+        return
+    try:
+        with open(path) as file:
+            previous = json.load(file)
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot resume from {path!r}: {error}") from None
+    differing = sorted(key for key in set(settings) | set(previous.get("settings", {}))
+                       if json.loads(json.dumps(settings.get(key))) != previous.get("settings", {}).get(key))
+    if differing:
+        raise ValueError(f"cannot resume the benchmark in {out!r}: its settings differ in {differing}; "
+                         "use the same settings or another --out")
+    state["records"], state["durations"] = previous["records"], previous.get("durations_s", {})
+    state["done"] = {_cell_key(r["stage"], r["fraction"], r["run"], r["classifier"], r.get("pretrain_run"))
+                     for r in state["records"]}
+    logger.info("resuming the benchmark in %s: %d cells done", out, len(state["records"]))
 
 
 def _size_of(part):

@@ -159,10 +159,7 @@ def write_benchmark_outputs(out, records, settings, durations, test_features=Non
     """
     import json
 
-    os.makedirs(out, exist_ok=True)
-    results = {"settings": settings, "durations_s": durations, "versions": versions(), "records": records}
-    with atomic_output(os.path.join(out, "results.json")) as tmp, open(tmp, "w") as file:
-        json.dump(results, file, indent=1)
+    results = write_results(out, records, settings, durations)
     lines = ["# simclr-wrap benchmark", ""]
     if records:
         lines += ["Test accuracy, mean ± std (runs) over repeated runs; `labels` is the number of labelled "
@@ -177,6 +174,17 @@ def write_benchmark_outputs(out, records, settings, durations, test_features=Non
         plot_tsne(test_features, os.path.join(out, "tsne.png"))
     if history:
         plot_training_curves(history, os.path.join(out, "training_curves.png"))
+
+
+def write_results(out, records, settings, durations):
+    """Write `results.json` (settings, durations, versions, records), atomically; return its content."""
+    import json
+
+    os.makedirs(out, exist_ok=True)
+    results = {"settings": settings, "durations_s": durations, "versions": versions(), "records": records}
+    with atomic_output(os.path.join(out, "results.json")) as tmp, open(tmp, "w") as file:
+        json.dump(results, file, indent=1)
+    return results
 
 
 def versions():

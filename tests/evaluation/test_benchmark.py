@@ -128,3 +128,37 @@ def test_embed_command_writes_csv_and_npy(folder, tmp_path):
     assert len(pd.read_csv(tmp_path / "e.npy.index.csv")) == 36
     assert main(common + ["--out", str(tmp_path / "e.txt")]) == 2
     assert not os.path.exists(tmp_path / "e.txt")
+
+
+class Killed(Exception):
+    """Stands for a kill or Ctrl-C (pytest keeps KeyboardInterrupt for itself)."""
+
+
+def test_an_interrupted_benchmark_resumes_without_running_finished_cells(folder, tmp_path, monkeypatch):
+    from evaluation import benchmark
+
+    calls, killed = [], []
+    real = benchmark.finetune_classifier
+
+    def flaky(*args, **kwargs):
+        calls.append(kwargs["seed"])
+        if len(calls) == 3 and not killed:
+            killed.append(True)
+            raise Killed  # in the third fine-tuning of the run
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(benchmark, "finetune_classifier", flaky)
+    settings = dict(fractions=(1.0, 0.2), runs=2, classifiers=("linear", "fine_tuned"), **FAST)
+    with pytest.raises(Killed):
+        run_benchmark(folder, make_tiny_backbone(), tmp_path, **settings)
+    saved = json.loads((tmp_path / "results.json").read_text())["records"]
+    assert len(saved) == 5  # the cells before the interruption: 2 fine-tuned, 3 linear
+    calls.clear()
+    records = run_benchmark(folder, make_tiny_backbone(), tmp_path, resume=True, **settings)
+    assert len(records) == 2 * 2 * 2 * 2 and len(calls) == 2 * 2 * 2 - 2  # finished cells were not run again
+    keys = records[["stage", "classifier", "fraction", "run"]].astype(str).agg("/".join, axis=1)
+    assert keys.is_unique
+    kept = pd.DataFrame(saved)
+    pd.testing.assert_frame_equal(records.iloc[:5][kept.columns], kept)  # the finished cells, as they were
+    with pytest.raises(ValueError, match=r"settings differ in \['runs'\]"):
+        run_benchmark(folder, make_tiny_backbone(), tmp_path, resume=True, **{**settings, "runs": 3})
