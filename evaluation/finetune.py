@@ -10,7 +10,7 @@ from evaluation.frozen_prefix import DEFAULT_CACHE_BYTES, ShuffledArrays, round_
 from evaluation.pretraining import ALL_LAYERS
 from simclr_wrap.callbacks import RoundNumber
 from simclr_wrap.heads import pooling_layer
-from simclr_wrap.unfreezing import first_unfrozen_index, parameter_counts, set_unfrozen_layers
+from simclr_wrap.unfreezing import check_schedule, first_unfrozen_index, parameter_counts, set_unfrozen_layers
 
 logger = logging.getLogger(__name__)
 
@@ -248,28 +248,11 @@ def _check_int(name, value, minimum):
 
 
 def _check_schedule(base_model, schedule):
-    """The rounds of `schedule` as `(layers, lr, epochs)`, each checked against `base_model`."""
-    rounds = []
-    for number, entry in enumerate(schedule, start=1):
-        try:
-            layers, lr, epochs = entry
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"schedule round {number} is {entry!r}; expected (num_of_unfrozen_layers, lr, epochs)"
-            ) from None
-        if layers == ALL_LAYERS:
-            layers = len(base_model.layers)
-        try:
-            first_unfrozen_index(base_model, layers)
-            if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-                raise ValueError(f"lr must be a number > 0, got lr={lr!r}")
-            _check_int("epochs", epochs, minimum=0)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"schedule round {number}: {error}") from None
-        rounds.append((layers, float(lr), int(epochs)))
-    if not rounds:
-        raise ValueError("schedule is empty; give at least one (num_of_unfrozen_layers, lr, epochs) round")
-    return rounds
+    """The rounds of `schedule` as `(layers, lr, epochs)`, "all" resolved, each checked against `base_model`."""
+    # "all" resolved entry by entry, so that a malformed round is still reported by check_schedule.
+    entries = [(len(base_model.layers), *entry[1:]) if isinstance(entry, (tuple, list)) and entry
+               and entry[0] == ALL_LAYERS else entry for entry in schedule]
+    return check_schedule(base_model, entries)
 
 
 def _clone(base_model):

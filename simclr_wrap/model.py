@@ -23,7 +23,7 @@ from simclr_wrap.resume import (
     load_best_weights,
     restore_callbacks,
 )
-from simclr_wrap.unfreezing import first_unfrozen_index, parameter_counts, set_unfrozen_layers
+from simclr_wrap.unfreezing import check_schedule, parameter_counts, set_unfrozen_layers
 
 logger = logging.getLogger(__name__)
 
@@ -406,25 +406,7 @@ class SimCLR:
         Raises:
             ValueError: naming the round and the value at fault.
         """
-        rounds = []
-        for number, entry in enumerate(schedule, start=1):
-            try:
-                layers, lr, epochs = entry
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"schedule round {number} is {entry!r}; expected (num_of_unfrozen_layers, lr, epochs)"
-                ) from None
-            try:
-                first_unfrozen_index(self.base_model, layers)
-                _check_positive("lr", lr)
-                if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-                    raise ValueError(f"epochs must be an int >= 0, got epochs={epochs!r}")
-            except (TypeError, ValueError) as error:
-                raise ValueError(f"schedule round {number}: {error}") from None
-            rounds.append((layers, float(lr), epochs))
-        if not rounds:
-            raise ValueError("schedule is empty; give at least one (num_of_unfrozen_layers, lr, epochs) round")
-        return rounds
+        return check_schedule(self.base_model, schedule)
 
     def _numbering(self, data_train):
         """A `ScheduleEpoch` for training data whose views follow its `epoch`."""

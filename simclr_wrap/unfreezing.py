@@ -3,6 +3,7 @@
 import math
 
 import keras
+import numpy as np
 
 
 def first_unfrozen_index(base_model, num_of_unfrozen_layers):
@@ -87,3 +88,43 @@ def parameter_counts(model):
     trainable = sum(math.prod(w.shape) for w in model.trainable_weights)
     frozen = sum(math.prod(w.shape) for w in model.non_trainable_weights)
     return trainable, frozen
+
+
+def check_schedule(base_model, schedule):
+    """Validate a gradual-unfreezing schedule against `base_model`; return its rounds as tuples.
+
+    Args:
+        base_model: the backbone.
+        schedule: rounds `(num_of_unfrozen_layers, lr, epochs)`.
+
+    Returns:
+        A list of `(num_of_unfrozen_layers, float lr, int epochs)`.
+
+    Raises:
+        ValueError: naming the round and the value at fault.
+
+    Example:
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> check_schedule(model, [(1, 1e-3, 2)])
+    [(1, 0.001, 2)]
+    """
+    rounds = []
+    for number, entry in enumerate(schedule, start=1):
+        try:
+            layers, lr, epochs = entry
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"schedule round {number} is {entry!r}; expected (num_of_unfrozen_layers, lr, epochs)"
+            ) from None
+        try:
+            first_unfrozen_index(base_model, layers)
+            if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+                raise ValueError(f"lr must be a number > 0, got lr={lr!r}")
+            if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+                raise ValueError(f"epochs must be an int >= 0, got epochs={epochs!r}")
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"schedule round {number}: {error}") from None
+        rounds.append((layers, float(lr), int(epochs)))
+    if not rounds:
+        raise ValueError("schedule is empty; give at least one (num_of_unfrozen_layers, lr, epochs) round")
+    return rounds
