@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from simclr_wrap.distribute import gather_replicas
+
 # Logit given to an anchor's similarity with itself: exp() of it is exactly 0
 # in float32, yet it stays finite, so no inf - inf can turn into NaN.
 _SELF_SIMILARITY_LOGIT = -1e9
@@ -24,8 +26,15 @@ class SoftmaxCosineSim(keras.layers.Layer):
     in columns `0..2B-1` and that of anchor b_i in columns `2B..4B-1`. With the
     `[I|O|I|O]` target, `simclr_wrap.losses.nt_xent` of this output is the
     NT-Xent loss of SimCLR. The batch size is read from the input at run
-    time, so one model serves any (even) batch, and every replica of a
-    distribution strategy.
+    time, so one model serves any (even) batch.
+
+    Under a `tf.distribute` strategy with several replicas, each replica's
+    anchors are compared with the views of the whole global batch, gathered
+    from all replicas (`simclr_wrap.distribute.gather_replicas`): the output
+    of a replica holding images `r·b .. r·b + b - 1` of the global batch of B
+    is rows `r·b .. r·b + b - 1` of the (B, 4·B) matrix one device would
+    compute, which is what the `[I|O|I|O]` target split over the replicas
+    asks for.
 
     The layer always computes in float32, whatever the model's dtype policy:
     at low temperatures the logits span 2/temperature and the softmax of
@@ -67,22 +76,36 @@ class SoftmaxCosineSim(keras.layers.Layer):
 
     def call(self, projections, anchors=None):
         normalised = _unit_rows(projections)
-        logits = ops.matmul(normalised, ops.transpose(normalised)) / self.temperature
-        two_b = ops.shape(logits)[0]
-        batch_size = two_b // 2
-        same_view = ops.where(ops.eye(two_b, dtype="bool"), _SELF_SIMILARITY_LOGIT, logits)
+        batch_size = ops.shape(normalised)[0] // 2  # this replica's images
+        # Candidates: the views of the global batch, all first views then all second views.
+        first_views, first_row = gather_replicas(normalised[:batch_size])
+        second_views, _ = gather_replicas(normalised[batch_size:])
+        candidates = ops.transpose(ops.concatenate([first_views, second_views], axis=0))
+        global_batch = ops.shape(first_views)[0]
+        logits = ops.matmul(normalised, candidates) / self.temperature
+        # Each anchor's own column in its view's block (the global row of its image).
+        own = ops.cast(ops.one_hot(first_row + ops.arange(batch_size), global_batch), "bool")
+        other = ops.zeros_like(own)
+        is_self = ops.concatenate([ops.concatenate([own, other], axis=1), ops.concatenate([other, own], axis=1)], axis=0)
+        masked = ops.full_like(logits, _SELF_SIMILARITY_LOGIT)
+        same_view = ops.where(is_self, masked, logits)
         if not self.same_view_negatives:
-            same_view = ops.full_like(same_view, _SELF_SIMILARITY_LOGIT)
+            same_view = masked
         # NNCLR: each anchor's stand-in (its nearest neighbour) against the other view.
-        cross_view = logits if anchors is None else ops.matmul(_unit_rows(anchors), ops.transpose(normalised)) / self.temperature
+        cross_view = logits if anchors is None else ops.matmul(_unit_rows(anchors), candidates) / self.temperature
         # Row block a: anchors a_i against [b | a]; row block b: b_i against [a | b].
-        from_a = ops.concatenate([cross_view[:batch_size, batch_size:], same_view[:batch_size, :batch_size]], axis=1)
-        from_b = ops.concatenate([cross_view[batch_size:, :batch_size], same_view[batch_size:, batch_size:]], axis=1)
+        from_a = ops.concatenate(
+            [cross_view[:batch_size, global_batch:], same_view[:batch_size, :global_batch]], axis=1
+        )
+        from_b = ops.concatenate(
+            [cross_view[batch_size:, :global_batch], same_view[batch_size:, global_batch:]], axis=1
+        )
         return ops.concatenate([ops.softmax(from_a, axis=1), ops.softmax(from_b, axis=1)], axis=1)
 
     def compute_output_shape(self, input_shape):
         half = None if input_shape[0] is None else input_shape[0] // 2
-        return (half, None if half is None else 4 * half)
+        # The width, 4 times the global batch, depends on the replicas of the strategy at run time.
+        return (half, None)
 
     def get_config(self):
         config = super().get_config()
@@ -108,7 +131,10 @@ class NearestNeighbourQueue(keras.layers.Layer):
     (the value is the neighbour's, the gradient flows to the projection as if
     it were the projection itself); then, in training, it puts the step's B
     normalised first-view projections at the front of the queue and drops the
-    oldest B. The queue starts as random unit vectors (seeded).
+    oldest B. The queue starts as random unit vectors (seeded). Under a
+    `tf.distribute` strategy every replica puts the first views of the whole
+    global batch in, in replica order, so all replicas hold the same queue,
+    the one a single device would.
 
     Fed with the projections as the `anchors` of `SoftmaxCosineSim`, the
     neighbours take their views' places in the cross-view blocks: NNCLR
@@ -138,6 +164,8 @@ class NearestNeighbourQueue(keras.layers.Layer):
         self.queue = self.add_weight(
             shape=(self.queue_size, dims), initializer=lambda shape, dtype=None: _unit_rows(initial),
             trainable=False, name="queue",
+            # Replicas assign the same value; the first one's is kept.
+            aggregation="only_first_replica",
         )
 
     def call(self, projections, training=False):
@@ -145,7 +173,9 @@ class NearestNeighbourQueue(keras.layers.Layer):
         nearest = ops.take(self.queue, ops.argmax(ops.matmul(normalised, ops.transpose(self.queue)), axis=1), axis=0)
         if training:
             batch_size = ops.shape(normalised)[0] // 2
-            newest = ops.stop_gradient(normalised[:batch_size])
+            # Every replica enqueues the global batch's first views, so all hold the same queue.
+            newest, _ = gather_replicas(ops.stop_gradient(normalised[:batch_size]))
+            batch_size = ops.shape(newest)[0]
             self.queue.assign(ops.concatenate([newest, self.queue[: self.queue_size - batch_size]], axis=0))
         return normalised + ops.stop_gradient(nearest - normalised)
 

@@ -12,6 +12,13 @@ from simclr_wrap.callbacks import (
     StopOnNonFiniteLoss,
     save_model_atomically,
 )
+from simclr_wrap.distribute import (
+    check_global_batch,
+    check_model_in_scope,
+    current_strategy,
+    strategy_scope,
+    synchronise_batchnorm,
+)
 from simclr_wrap.heads import POOLINGS, pooling_layer, projection_head
 from simclr_wrap.layers import NearestNeighbourQueue, SoftmaxCosineSim
 from simclr_wrap.losses import NTXent, contrastive_metrics
@@ -95,6 +102,19 @@ class SimCLR:
         same_view_negatives: whether the other views of the same side (aa,
             bb) are negatives; False with "nearest_neighbour" gives the
             paper's NNCLR loss exactly.
+        strategy: a `tf.distribute.Strategy` (`MirroredStrategy` for the
+            devices of one machine, `MultiWorkerMirroredStrategy` across
+            machines) to train under; None takes the one whose scope is open
+            (or one device). The backbone must have been built inside its
+            scope. `batch_size` is then the global batch, split evenly over
+            the replicas, and the negatives of every anchor come from the
+            whole global batch (the views are gathered across replicas), so
+            the loss is the single-device loss on the global batch.
+        sync_batchnorm: with `unfreeze_batchnorm=True`, compute the batch
+            statistics of the backbone's BatchNormalization layers over the
+            global batch rather than per replica (Keras' `synchronized`
+            BatchNormalization), as SimCLR does; the saved backbone keeps the
+            setting.
 
     Besides NT-Xent and the contrastive accuracy, each epoch logs the
     correlation accuracy and the projection std of the first validation
@@ -131,6 +151,8 @@ class SimCLR:
         positives="view",
         queue_size=10000,
         same_view_negatives=True,
+        strategy=None,
+        sync_batchnorm=False,
     ):
         if not isinstance(base_model, keras.Model):
             raise TypeError(f"base_model must be a keras.Model, got {type(base_model).__name__}")
@@ -167,13 +189,23 @@ class SimCLR:
         ):
             raise ValueError(f"queue_size must be an int >= batch_size={batch_size}, got queue_size={queue_size!r}")
         self.positives, self.queue_size, self.same_view_negatives = positives, queue_size, same_view_negatives
+        self.strategy = current_strategy(strategy)
+        check_global_batch(self.strategy, batch_size)
+        check_model_in_scope(self.strategy, base_model)
+        self.sync_batchnorm = bool(sync_batchnorm)
+        if self.sync_batchnorm:
+            if not unfreeze_batchnorm:
+                logger.warning("sync_batchnorm=True does nothing while unfreeze_batchnorm=False: frozen "
+                               "BatchNormalization layers use their moving statistics")
+            synchronise_batchnorm(base_model)
         self.round_ = 0
         self.history_ = {}
         self._resume, self._initial_epoch, self._epochs_run = None, 0, 0
         self._checkpoint = None
         self._trainable_ids = set()
         self.num_of_unfrozen_layers = None
-        self.SimCLR_model = self._build()
+        with strategy_scope(self.strategy):
+            self.SimCLR_model = self._build()
         self._unfreeze(num_of_unfrozen_layers)
         self._compile(lr)
 
@@ -209,12 +241,13 @@ class SimCLR:
     def _compile(self, lr):
         _check_positive("lr", lr)
         self.lr = lr
-        self.SimCLR_model.compile(
-            optimizer=keras.optimizers.Adam(lr),
-            loss=NTXent(),
-            metrics=contrastive_metrics(),
-            jit_compile=self.jit_compile,
-        )
+        with strategy_scope(self.strategy):
+            self.SimCLR_model.compile(
+                optimizer=keras.optimizers.Adam(lr),
+                loss=NTXent(),
+                metrics=contrastive_metrics(),
+                jit_compile=self.jit_compile,
+            )
 
     def _unfreeze(self, num_of_unfrozen_layers):
         set_unfrozen_layers(self.base_model, num_of_unfrozen_layers, self.unfreeze_batchnorm)
@@ -392,7 +425,8 @@ class SimCLR:
     def _load_state(self, saver, state, data_train):
         """Put back the weights, the optimizer, the history and the generator's epoch of `state`."""
         # The optimizer's variables exist only once it is built for this round's trainable weights.
-        self.SimCLR_model.optimizer.build(self.SimCLR_model.trainable_variables)
+        with strategy_scope(self.strategy):
+            self.SimCLR_model.optimizer.build(self.SimCLR_model.trainable_variables)
         self.SimCLR_model.load_weights(os.path.join(saver.folder, state["weights"]))
         self.round_ = state["round"] - 1
         self.history_ = {key: list(values) for key, values in state["history"].items()}

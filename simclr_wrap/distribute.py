@@ -1,0 +1,161 @@
+"""Training on several devices: the contrastive batch gathered across replicas.
+
+Under a `tf.distribute` strategy each replica runs the model on its share
+of the global batch. SimCLR's negatives must come from the whole global
+batch (the official SimCLR's cross-replica concatenation), so
+`SoftmaxCosineSim` and `NearestNeighbourQueue` gather the projections of
+every replica with `gather_replicas`. Outside a strategy, or with one
+replica, it returns its input unchanged, so the single-device graph is the
+same as ever.
+
+The gathering uses TensorFlow's `ReplicaContext.all_gather`, whose gradient
+sums the upstream gradients of all replicas before taking this replica's
+rows: the gradient of a replica's loss reaches the projections of the
+others, and the summed gradients equal those of the single-device loss on
+the global batch.
+"""
+
+import contextlib
+
+import keras
+from keras import ops
+
+
+def _replica_context():
+    """TensorFlow's replica context when several replicas run in sync, else None."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return None
+    return context
+
+
+def _replicas_of_symbolic_build():
+    """The replicas of the strategy in scope while Keras traces the model for shapes, else 1.
+
+    Before the first step, Keras builds the loss and metrics by tracing the
+    model on one replica's input spec outside the replica function, where
+    nothing can be gathered; the output must still have a replica's shape.
+    """
+    try:
+        from keras.src.backend.common.symbolic_scope import in_symbolic_scope
+    except ImportError:  # a Keras without it does not trace this way
+        return 1
+    if keras.backend.backend() != "tensorflow" or not in_symbolic_scope():
+        return 1
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def gather_replicas(rows):
+    """Concatenate `rows` of every replica in replica order, and say where ours start.
+
+    Args:
+        rows: this replica's (n, ...) tensor; every replica's has the same n.
+
+    Returns:
+        `(gathered, first_row)`: the (replicas·n, ...) tensor and the index
+        of this replica's first row in it. Without several replicas in sync,
+        `(rows, 0)`.
+
+    Example:
+    >>> import numpy as np
+    >>> gathered, first_row = gather_replicas(np.ones((2, 3), "float32"))
+    >>> tuple(gathered.shape), first_row
+    ((2, 3), 0)
+    """
+    context = _replica_context()
+    if context is None:
+        replicas = _replicas_of_symbolic_build()
+        if replicas > 1:
+            # Shapes only: copies of our rows stand in for the other replicas'.
+            return ops.concatenate([rows] * replicas, axis=0), 0
+        return rows, 0
+    first_row = context.replica_id_in_sync_group * ops.shape(rows)[0]
+    return context.all_gather(rows, axis=0), first_row
+
+
+def current_strategy(strategy=None):
+    """`strategy`, else the strategy whose scope is open, else TensorFlow's default (one device).
+
+    Returns None with backends other than TensorFlow, where `tf.distribute`
+    does not apply.
+    """
+    if strategy is not None:
+        return strategy
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy()
+
+
+def strategy_scope(strategy):
+    """`strategy.scope()`, or a scope that does nothing for None."""
+    return contextlib.nullcontext() if strategy is None else strategy.scope()
+
+
+def check_model_in_scope(strategy, model):
+    """Raise when `model`'s weights were not created under `strategy` (several replicas only).
+
+    Variables made outside a strategy's scope live on one device and are
+    not kept in sync, so training would silently diverge between replicas or
+    fail deep inside TensorFlow.
+
+    Raises:
+        ValueError: naming the model and how to build it.
+    """
+    if strategy is None or strategy.num_replicas_in_sync == 1:
+        return
+    outside = [w.path for w in model.weights if not strategy.extended.variable_created_in_scope(_tf_variable(w))]
+    if outside:
+        raise ValueError(
+            f"backbone {model.name!r} was built outside the scope of the distribution strategy "
+            f"({len(outside)} of its weights, e.g. {outside[0]!r}, are not replicated); build it inside "
+            "`with strategy.scope():` (or load it there), then wrap it"
+        )
+
+
+def _tf_variable(weight):
+    return getattr(weight, "value", weight)
+
+
+def check_global_batch(strategy, batch_size):
+    """Raise unless the global batch splits into equal per-replica batches of at least one image."""
+    replicas = 1 if strategy is None else strategy.num_replicas_in_sync
+    if batch_size % replicas:
+        raise ValueError(
+            f"batch_size={batch_size} is the global batch and must split evenly over the strategy's "
+            f"{replicas} replicas; use a multiple of {replicas}"
+        )
+
+
+def synchronise_batchnorm(model):
+    """Make the BatchNormalization layers of `model` compute batch statistics across replicas.
+
+    Keras' `BatchNormalization(synchronized=True)` (TensorFlow only); it
+    matters only where the layers train (`unfreeze_batchnorm=True`), since
+    frozen ones use their moving statistics.
+
+    Returns:
+        The number of layers changed.
+    """
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError("sync_batchnorm=True needs the TensorFlow backend (Keras' synchronized BatchNormalization)")
+    changed = 0
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization) and not layer.synchronized:
+            layer.synchronized = True
+            changed += 1
+    return changed
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
