@@ -51,6 +51,9 @@ def build_parser():
     pretrain.add_argument("--resume", action="store_true",
                           help="save the schedule's state after every epoch in OUT/resume, and go on from the last "
                           "finished epoch when OUT holds an interrupted run of the same schedule")
+    pretrain.add_argument("--mirrored", action="store_true",
+                          help="train on every GPU of this machine (tf.distribute.MirroredStrategy); --batch-size "
+                          "is then the global batch, split over the GPUs, with negatives from all of it")
     benchmark = commands.add_parser(
         "benchmark",
         help="linear, kNN and fine-tuned accuracy at label fractions, before and after SimCLR",
@@ -184,7 +187,13 @@ def run_pretrain(args):
     from evaluation.pretraining import pretrain
 
     data, backbone, augmentation, out = _prepare(args)
-    simclr = pretrain(data, backbone, out, workers=args.workers, resume=args.resume,
+    strategy = None
+    if args.mirrored:
+        import tensorflow as tf
+
+        strategy = tf.distribute.MirroredStrategy()
+        print(f"MirroredStrategy over {strategy.num_replicas_in_sync} device(s)")
+    simclr = pretrain(data, backbone, out, workers=args.workers, resume=args.resume, strategy=strategy,
                       **_simclr_options(args, augmentation))
     history = simclr.history_
     print(

@@ -16,6 +16,7 @@ from evaluation.monitors import OnlineLinearProbe
 from evaluation.report import plot_training_curves
 from simclr_wrap import SimCLR
 from simclr_wrap.backbones import get_preprocessing, load_backbone
+from simclr_wrap.distribute import strategy_scope
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ def pretrain(
     positives="view",
     queue_size=10000,
     resume=False,
+    strategy=None,
     verbose="auto",
 ):
     """Adapt a backbone to `data` with a SimCLR schedule and write the results.
@@ -119,6 +121,10 @@ def pretrain(
         probe_fraction: share of the training labels the probe sees.
         positives, queue_size: SimCLR ("view") or NNCLR
             ("nearest_neighbour"), as in `SimCLR`.
+        strategy: a `tf.distribute` strategy to train under (e.g.
+            `MirroredStrategy()` for every GPU of the machine); a backbone
+            given by name is built in its scope, a model must have been.
+            `batch_size` is the global batch.
         resume: keep the schedule's state in `out/resume/` after every
             epoch, and go on from it when `out` holds the state of an
             interrupted run of the same schedule (see `SimCLR.train_schedule`).
@@ -129,7 +135,8 @@ def pretrain(
     """
     out = check_output_folder(out)
     if isinstance(backbone, str):
-        base_model, preprocess_input = load_backbone(backbone, (size, size, 3), weights, preprocess)
+        with strategy_scope(strategy):
+            base_model, preprocess_input = load_backbone(backbone, (size, size, 3), weights, preprocess)
     else:
         base_model = backbone
         preprocess_input = get_preprocessing("unit" if preprocess == "auto" else preprocess)
@@ -146,7 +153,7 @@ def pretrain(
     simclr = SimCLR(
         base_model, batch_size, feat_dims_ph=feat_dims, num_of_unfrozen_layers=schedule[0][0],
         temperature=temperature, lr=schedule[0][1], pooling=pooling, seed=seed, save_path=out,
-        positives=positives, queue_size=queue_size,
+        positives=positives, queue_size=queue_size, strategy=strategy,
     )
     simclr.check_schedule(schedule)
     train_views = DataGeneratorSimCLR(train, subset="train", **common)

@@ -120,3 +120,12 @@ def test_pretrain_resume_of_a_finished_run_trains_nothing_more(tiny_image_folder
     assert "Done: 2 rounds" in capsys.readouterr().out
     pd.testing.assert_frame_equal(pd.read_csv(out / "history.csv"), first)  # no epoch was run again
     assert (out / "resume" / "state.json").read_text() == state
+
+
+def test_pretrain_mirrored_trains_under_a_mirrored_strategy(tiny_image_folder, tmp_path, capsys):
+    # This machine has one device, so one replica; tests/simclr_wrap/test_distribute.py checks two.
+    out = tmp_path / "run"
+    assert main(["pretrain", "--data", tiny_image_folder, "--out", str(out), "--mirrored", *TINY_RUN]) == 0
+    printed = capsys.readouterr().out
+    assert "MirroredStrategy over 1 device(s)" in printed and "Done: 2 rounds" in printed
+    assert keras.models.load_model(out / "base_model.keras").name == "small_cnn"
