@@ -205,3 +205,73 @@ def test_sync_batchnorm_sets_keras_synchronized_batchnorm():
     SimCLR(backbone, 4, feat_dims_ph=(8,), save_path=None, unfreeze_batchnorm=True, sync_batchnorm=True)
     assert backbone.get_layer("bn2").synchronized
 
+
+
+def measure_one_worker():
+    """One SGD step as a worker of `MultiWorkerMirroredStrategy` (TF_CONFIG set), against one device."""
+    import tensorflow as tf
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    rng = np.random.default_rng(0)
+    views = tuple(rng.uniform(0, 1, (GLOBAL_BATCH, TINY_SIZE, TINY_SIZE, 3)).astype("float32") for _ in range(2))
+    target = contrastive_target(GLOBAL_BATCH)
+    single = _wrapper(None)
+    distributed = _wrapper(strategy, single.SimCLR_model.get_weights())
+    report = {"replicas": strategy.num_replicas_in_sync}
+    report["step_nt_xent_single"] = _one_sgd_step(single, views, target)
+    report["step_nt_xent_distributed"] = _one_sgd_step(distributed, views, target)
+    report["weights_after_step_difference"] = _largest_difference(
+        single.SimCLR_model.get_weights(), distributed.SimCLR_model.get_weights())
+    return report
+
+
+def run_two_local_workers(timeout=300):
+    """Run `measure_one_worker` in two processes on loopback; return each one's report or error.
+
+    Also a script: `python -m tests.simclr_wrap.test_distribute` says whether the installed
+    TensorFlow and Keras train SimCLR under `MultiWorkerMirroredStrategy`.
+    """
+    import socket
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as probe:
+            probe.bind(("localhost", 0))
+            ports.append(probe.getsockname()[1])
+    script = textwrap.dedent(f"""
+        import json, sys
+        sys.path.insert(0, {os.getcwd()!r})
+        from tests.simclr_wrap.test_distribute import measure_one_worker
+        print("REPORT " + json.dumps(measure_one_worker()))
+    """)
+    workers = []
+    for index in range(2):
+        config = {"cluster": {"worker": [f"localhost:{port}" for port in ports]}, "task": {"type": "worker", "index": index}}
+        env = {**os.environ, "TF_CONFIG": json.dumps(config), "TF_CPP_MIN_LOG_LEVEL": "2"}
+        workers.append(subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True))
+    reports = []
+    for worker in workers:
+        try:
+            out, err = worker.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            out, err = worker.communicate()
+        lines = [line for line in out.splitlines() if line.startswith("REPORT ")]
+        error = [line for line in err.splitlines() if "Error" in line][-1:] or [err[-500:]]
+        reports.append(json.loads(lines[-1][len("REPORT "):]) if lines else {"error": error[0]})
+    return reports
+
+
+@pytest.mark.xfail(strict=True, reason="Keras 3's Model.fit fails under MultiWorkerMirroredStrategy "
+                   "(keras-team/keras#20585); this test fails loudly once it works")
+def test_two_local_workers_train_as_one_device():
+    for report in run_two_local_workers():
+        assert "error" not in report, report["error"]
+        assert report["replicas"] == 2
+        assert report["step_nt_xent_distributed"] == pytest.approx(report["step_nt_xent_single"], abs=1e-5)
+        assert report["weights_after_step_difference"] < 1e-5
+
+
+if __name__ == "__main__":
+    print(json.dumps(run_two_local_workers(), indent=1))
