@@ -51,6 +51,7 @@ def run_benchmark(
     probe_fraction=0.1,
     positives="view",
     queue_size=10000,
+    cache_frozen=True,
     resume=False,
     verbose="auto",
 ):
@@ -90,6 +91,9 @@ def run_benchmark(
             (see `pretrain`).
         positives, queue_size: "view" for SimCLR, "nearest_neighbour" for
             NNCLR (records then have method "nnclr"); see `SimCLR`.
+        cache_frozen: train the fine-tuned classifiers from cached
+            activations of their frozen prefix (`finetune_classifier`); False
+            runs them end to end, only slower (for comparison).
         resume: go on with the benchmark that `out` holds (the same
             settings): cells already in its results.json are kept, not run
             again, and an interrupted SimCLR run goes on from its last
@@ -119,7 +123,7 @@ def run_benchmark(
     bench = _Evaluation(
         parts, base_model.input_shape[1:], preprocess_input, pooling, resolve_all_layers(finetune_schedule, base_model), fractions, runs,
         classifiers, knn_k, seed, backbone_name=base_model.name,
-        method="nnclr" if positives == "nearest_neighbour" else "simclr",
+        method="nnclr" if positives == "nearest_neighbour" else "simclr", cache_frozen=cache_frozen,
     )
     settings = {
         "backbone": backbone if isinstance(backbone, str) else base_model.name, "weights": weights,
@@ -128,7 +132,7 @@ def run_benchmark(
         "pretrain_runs": pretrain_runs, "adapted": adapted, "supervised_baseline": supervised_baseline,
         "classifiers": list(classifiers), "batch_size": batch_size, "temperature": temperature,
         "feat_dims": list(feat_dims), "knn_k": knn_k, "seed": seed, "positives": positives,
-        "queue_size": queue_size if positives == "nearest_neighbour" else None,
+        "queue_size": queue_size if positives == "nearest_neighbour" else None, "cache_frozen": cache_frozen,
         "images": {name: _size_of(part) for name, part in parts.items()},
     }
     state = {"records": [], "durations": {}, "features": {}, "history": None, "done": set()}
@@ -179,10 +183,10 @@ class _Evaluation:
     """Everything that evaluates one backbone on the label fractions."""
 
     def __init__(self, parts, input_shape, preprocess_input, pooling, finetune_schedule, fractions, runs,
-                 classifiers, knn_k, seed, backbone_name, method):
+                 classifiers, knn_k, seed, backbone_name, method, cache_frozen=True):
         self.parts, self.pooling, self.fractions, self.runs = parts, pooling, tuple(fractions), runs
         self.finetune_schedule, self.classifiers, self.knn_k, self.seed = finetune_schedule, classifiers, knn_k, seed
-        self.backbone_name, self.method = backbone_name, method
+        self.backbone_name, self.method, self.cache_frozen = backbone_name, method, cache_frozen
         height, width, channels = input_shape
         self.generator_options = dict(width=width, height=height, channels=channels, preprocess_input=preprocess_input)
         self.classes = sorted(set().union(*(_labels_of(part) for part in parts.values() if _size_of(part))))
@@ -255,6 +259,7 @@ class _Evaluation:
         return finetune_classifier(
             base_model, self._generator(take_rows(self.parts["train"], subset), shuffle=True, seed=seed),
             self.data["val"], self.data["test"], schedule=self.finetune_schedule, pooling=self.pooling, seed=seed,
+            cache_frozen=self.cache_frozen,
         )
 
     def scratch(self, base_model, state):

@@ -74,6 +74,9 @@ def build_parser():
                            help="also train the architecture from random initialisation on the same labels")
     benchmark.add_argument("--classifiers", default="linear,knn,fine_tuned", help="which classifiers to run")
     benchmark.add_argument("--knn-k", type=int, default=20, help="neighbours of the kNN classifier")
+    benchmark.add_argument("--no-frozen-cache", action="store_true",
+                           help="fine-tune end to end instead of from cached activations of the frozen layers "
+                           "(same results, slower; for speed comparisons)")
     benchmark.add_argument("--resume", action="store_true",
                            help="go on with the benchmark in --out: cells in its results.json are kept, and an "
                            "interrupted SimCLR run goes on from its last finished epoch")
@@ -217,7 +220,8 @@ def run_benchmark(args):
         finetune_schedule=parse_schedule(args.finetune_schedule), fractions=parse_fractions(args.fractions),
         runs=args.runs, pretrain_runs=args.pretrain_runs, adapted=args.adapted,
         supervised_baseline=args.supervised_baseline, classifiers=tuple(args.classifiers.split(",")),
-        knn_k=args.knn_k, resume=args.resume, **_simclr_options(args, augmentation),
+        knn_k=args.knn_k, resume=args.resume, cache_frozen=not args.no_frozen_cache,
+        **_simclr_options(args, augmentation),
     )
     print(markdown_table(summary_table(records)))
     print(f"Report: {os.path.join(out, 'report.md')}; every run in {os.path.join(out, 'results.json')}")

@@ -162,3 +162,23 @@ def test_an_interrupted_benchmark_resumes_without_running_finished_cells(folder,
     pd.testing.assert_frame_equal(records.iloc[:5][kept.columns], kept)  # the finished cells, as they were
     with pytest.raises(ValueError, match=r"settings differ in \['runs'\]"):
         run_benchmark(folder, make_tiny_backbone(), tmp_path, resume=True, **{**settings, "runs": 3})
+
+
+def test_no_frozen_cache_fine_tunes_end_to_end(folder, tmp_path, monkeypatch):
+    from evaluation import benchmark
+
+    seen = []
+    real = benchmark.finetune_classifier
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs["cache_frozen"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(benchmark, "finetune_classifier", recording)
+    argv = ["benchmark", "--data", folder, "--backbone", "small_cnn", "--size", "16", "--batch-size", "4",
+            "--feat-dims", "16,8", "--schedule", "all:1e-3:1", "--finetune-schedule", "0:1e-3:1", "--fractions",
+            "1.0", "--runs", "1", "--classifiers", "fine_tuned", "--pooling", "avg", "--no-frozen-cache",
+            "--out", str(tmp_path / "out")]
+    assert main(argv) == 0
+    assert seen == [False, False]  # before and after SimCLR
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["settings"]["cache_frozen"] is False
