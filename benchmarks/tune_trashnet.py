@@ -56,7 +56,7 @@ def main():
     parser.add_argument("--preprocess", default="auto")
     parser.add_argument("--pooling", default="avg")
     parser.add_argument("--size", type=int, default=80)
-    parser.add_argument("--configs", required=True, help="JSON list of {name, schedule, temperature, color_strength, batch_size, feat_dims}")
+    parser.add_argument("--configs", required=True, help="JSON list of {name, schedule, temperature, augmentation, batch_size, feat_dims, positives, queue_size}")
     parser.add_argument("--out", required=True)
     parser.add_argument("--log", default=None, help="JSON-lines file of results (default: <out>/tuning.jsonl)")
     args = parser.parse_args()
@@ -83,6 +83,7 @@ def main():
             schedule=parse_schedule(config["schedule"]), batch_size=config.get("batch_size", 32),
             temperature=config.get("temperature", 0.1), feat_dims=tuple(config.get("feat_dims", (2048, 128))),
             pooling=args.pooling, augmentation=SimCLRAugmentation(**config.get("augmentation", {})), verbose=2,
+            positives=config.get("positives", "view"), queue_size=config.get("queue_size", 10000),
         )
         entry = {**config, **validation_probe(simclr.base_model, parts, args, preprocess_input),
                  "val_nt_xent_last": round(simclr.history_["val_nt_xent"][-1], 4),
