@@ -192,11 +192,32 @@ def data_pipeline(parts, name, consumed, in_memory, settings, results):
     label, unfrozen = ("last_block_unfrozen", last_block) if name == "vgg16" else ("frozen", 0)
     simclr = wrapper(base_model, unfrozen, pooling)
     generator = simclr_generator(parts, preprocess_input, settings.batches, workers=1)
-    fed = median_seconds(lambda: simclr.SimCLR_model.fit(generator, epochs=1, verbose=0), settings.repeats)
-    memory = median_seconds(lambda: simclr.SimCLR_model.fit(in_memory, epochs=1, verbose=0), settings.repeats)
-    results[f"{name}_{label}_epoch_seconds_generator_1_worker"] = round(fed, 2)
-    results[f"{name}_{label}_epoch_seconds_in_memory"] = round(memory, 2)
-    results[f"{name}_{label}_epoch_ratio_generator_over_in_memory"] = round(fed / memory, 3)
+    fed, memory = paired_seconds(
+        lambda: simclr.SimCLR_model.fit(generator, epochs=1, verbose=0),
+        lambda: simclr.SimCLR_model.fit(in_memory, epochs=1, verbose=0),
+        settings.repeats,
+    )
+    results[f"{name}_{label}_epoch_seconds_generator_1_worker"] = [round(t, 2) for t in fed]
+    results[f"{name}_{label}_epoch_seconds_in_memory"] = [round(t, 2) for t in memory]
+    results[f"{name}_{label}_epoch_ratio_generator_over_in_memory"] = round(
+        statistics.median(f / m for f, m in zip(fed, memory)), 3)
+
+
+def paired_seconds(first, second, repeats):
+    """Wall-clock seconds of `first()` and `second()`, run in turns `repeats` times after a warm-up of each.
+
+    In turns, because this VM's speed for a training epoch changes by up to
+    2x from one minute to the next: timed in turns, each pair sees the same
+    conditions, and the median of the pairs' ratios cancels the change.
+    """
+    first(), second()
+    times = ([], [])
+    for _ in range(repeats):
+        for work, spent in zip((first, second), times):
+            started = time.perf_counter()
+            work()
+            spent.append(time.perf_counter() - started)
+    return times
 
 
 def feature_extraction(parts, name, settings, results):
@@ -291,7 +312,23 @@ def peak_memory_child(name, n_batches):
     base_model, preprocess_input, pooling, last_block = backbone(name)
     simclr = wrapper(base_model, last_block, pooling)
     simclr.SimCLR_model.fit(simclr_generator(parts, preprocess_input, n_batches, workers=1), epochs=1, verbose=0)
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print(peak_rss_mib())
+
+
+def peak_rss_mib():
+    """This process's peak resident memory in MiB.
+
+    Linux's VmHWM, which starts afresh at exec; `ru_maxrss` would also count
+    the parent's memory that the child was forked from.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def peak_memory(settings, results):
