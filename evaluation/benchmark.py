@@ -1,5 +1,6 @@
 """The label-fraction benchmark: a backbone before and after SimCLR, as records."""
 
+import json
 import logging
 import os
 import time
@@ -218,12 +219,16 @@ class _Evaluation:
         return [(fraction, run, classifier) for fraction in self.fractions for run in range(self.runs)
                 for classifier in classifiers]
 
+    def todo(self, state, stage, pretrain_run=None):
+        """The cells of the stage that results.json does not hold yet."""
+        return [cell for cell in self.cells(stage) if _cell_key(stage, *cell, pretrain_run) not in state["done"]]
+
     def finished(self, state, stage, pretrain_run=None):
         """Whether results.json holds every cell of the stage."""
-        return all(_cell_key(stage, *cell, pretrain_run) in state["done"] for cell in self.cells(stage))
+        return not self.todo(state, stage, pretrain_run)
 
     def evaluate(self, base_model, stage, state, pretrain_run=None):
-        todo = [cell for cell in self.cells(stage) if _cell_key(stage, *cell, pretrain_run) not in state["done"]]
+        todo = self.todo(state, stage, pretrain_run)
         if not todo:
             logger.info("every %s cell is in results.json already", stage)
             return
@@ -266,9 +271,7 @@ class _Evaluation:
         """Train the architecture from random initialisation on the same label subsets."""
         # Every layer trains, at the first round's rate, for all the schedule's epochs.
         everything = [(len(base_model.layers), self.finetune_schedule[0][1], sum(r[2] for r in self.finetune_schedule))]
-        for fraction, run, _ in self.cells("scratch"):
-            if _cell_key("scratch", fraction, run, "supervised", None) in state["done"]:
-                continue
+        for fraction, run, _ in self.todo(state, "scratch"):
             subset = label_subset(self.train_labels, fraction, seed=self.seed + run)
             keras.utils.set_random_seed(self.seed + run)  # clone_model draws new initial weights
             fresh = keras.models.clone_model(base_model)
@@ -287,18 +290,20 @@ def _cell_key(stage, fraction, run, classifier, pretrain_run):
     return stage, classifier, float(fraction), int(run), pretrain_run
 
 
+def _record_key(record):
+    return _cell_key(record["stage"], record["fraction"], record["run"], record["classifier"],
+                     record.get("pretrain_run"))
+
+
 def _add_record(state, record):
     """Keep a finished cell, and write results.json at once: an interruption loses at most the cell under way."""
     state["records"].append(record)
-    state["done"].add(_cell_key(record["stage"], record["fraction"], record["run"], record["classifier"],
-                                record.get("pretrain_run")))
+    state["done"].add(_record_key(record))
     state["save"]()
 
 
 def _resume_from(out, settings, state):
     """Take the finished cells of the benchmark in `out`, which must have the same settings."""
-    import json
-
     path = os.path.join(out, "results.json")
     if not os.path.exists(path):
         return
@@ -313,8 +318,7 @@ def _resume_from(out, settings, state):
         raise ValueError(f"cannot resume the benchmark in {out!r}: its settings differ in {differing}; "
                          "use the same settings or another --out")
     state["records"], state["durations"] = previous["records"], previous.get("durations_s", {})
-    state["done"] = {_cell_key(r["stage"], r["fraction"], r["run"], r["classifier"], r.get("pretrain_run"))
-                     for r in state["records"]}
+    state["done"] = {_record_key(record) for record in state["records"]}
     logger.info("resuming the benchmark in %s: %d cells done", out, len(state["records"]))
 
 

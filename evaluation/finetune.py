@@ -7,7 +7,7 @@ import keras
 import numpy as np
 
 from evaluation.frozen_prefix import DEFAULT_CACHE_BYTES, ShuffledArrays, round_cache
-from evaluation.pretraining import ALL_LAYERS
+from evaluation.pretraining import resolve_all_layers
 from simclr_wrap.callbacks import RoundNumber
 from simclr_wrap.heads import pooling_layer
 from simclr_wrap.unfreezing import check_schedule, first_unfrozen_index, parameter_counts, set_unfrozen_layers
@@ -249,10 +249,7 @@ def _check_int(name, value, minimum):
 
 def _check_schedule(base_model, schedule):
     """The rounds of `schedule` as `(layers, lr, epochs)`, "all" resolved, each checked against `base_model`."""
-    # "all" resolved entry by entry, so that a malformed round is still reported by check_schedule.
-    entries = [(len(base_model.layers), *entry[1:]) if isinstance(entry, (tuple, list)) and entry
-               and entry[0] == ALL_LAYERS else entry for entry in schedule]
-    return check_schedule(base_model, entries)
+    return check_schedule(base_model, resolve_all_layers(schedule, base_model))
 
 
 def _clone(base_model):

@@ -47,8 +47,16 @@ def parse_schedule(text):
 
 
 def resolve_all_layers(schedule, base_model):
-    """Replace "all" in a schedule by the backbone's number of layers."""
-    return [(len(base_model.layers) if layers == ALL_LAYERS else layers, lr, epochs) for layers, lr, epochs in schedule]
+    """Replace "all" in a schedule by the backbone's number of layers.
+
+    Entries that are not rounds pass through unchanged, so that
+    `check_schedule` reports them with their round number.
+    """
+    return [
+        (len(base_model.layers), *entry[1:])
+        if isinstance(entry, (tuple, list)) and len(entry) > 0 and entry[0] == ALL_LAYERS else entry
+        for entry in schedule
+    ]
 
 
 def split_for_pretraining(data, batch_size, seed=0):

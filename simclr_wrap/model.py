@@ -406,7 +406,7 @@ class SimCLR:
             self._unfreeze(layers)
             self._compile(lr)
             if resumed is not None:
-                self._load_state(saver, resumed, data_train)
+                self._load_state(saver, resumed)
                 epochs_before = resumed["epochs_before_round"] + resumed["epochs_in_round"]
                 if resumed["stopped"] or resumed["epochs_in_round"] >= epochs:
                     # The round had finished: what its end does is left, the best weights first.
@@ -422,8 +422,8 @@ class SimCLR:
             epochs_before += len(histories[-1].epoch)
         return histories
 
-    def _load_state(self, saver, state, data_train):
-        """Put back the weights, the optimizer, the history and the generator's epoch of `state`."""
+    def _load_state(self, saver, state):
+        """Put back the weights, the optimizer, the round, the history and the epoch count of `state`."""
         # The optimizer's variables exist only once it is built for this round's trainable weights.
         with strategy_scope(self.strategy):
             self.SimCLR_model.optimizer.build(self.SimCLR_model.trainable_variables)

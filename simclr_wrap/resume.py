@@ -142,13 +142,10 @@ def load_best_weights(state, folder):
 def restore_callbacks(state, early_stopping, plateau, checkpoint, folder):
     """Make the round's callbacks continue from `state` instead of starting afresh."""
     saved = state["early_stopping"]
-    best_weights = load_best_weights(state, folder)
-    early_stopping.resume_from = dict(
-        wait=saved["wait"], best=saved["best"] if saved["best"] is not None else None,
-        best_epoch=saved["best_epoch"], best_weights=best_weights,
-    )
-    plateau.resume_from = dict(wait=state["plateau"]["wait"], cooldown_counter=state["plateau"]["cooldown"],
-                               best=state["plateau"]["best"] if state["plateau"]["best"] is not None else None)
+    early_stopping.resume_from = dict(wait=saved["wait"], best=saved["best"], best_epoch=saved["best_epoch"],
+                                      best_weights=load_best_weights(state, folder))
+    saved = state["plateau"]
+    plateau.resume_from = dict(wait=saved["wait"], cooldown_counter=saved["cooldown"], best=saved["best"])
     if checkpoint is not None and state["checkpoint_best"] is not None:
         checkpoint.best = state["checkpoint_best"]
 
