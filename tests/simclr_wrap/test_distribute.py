@@ -228,8 +228,9 @@ def measure_one_worker():
 def run_two_local_workers(timeout=300):
     """Run `measure_one_worker` in two processes on loopback; return each one's report or error.
 
-    Also a script: `python -m tests.simclr_wrap.test_distribute` says whether the installed
-    TensorFlow and Keras train SimCLR under `MultiWorkerMirroredStrategy`.
+    Also a script: `python -m tests.simclr_wrap.test_distribute` prints what `measure` finds on two
+    logical CPU devices, then whether the installed TensorFlow and Keras train SimCLR under
+    `MultiWorkerMirroredStrategy`.
     """
     import socket
 
@@ -274,4 +275,13 @@ def test_two_local_workers_train_as_one_device():
 
 
 if __name__ == "__main__":
+    import tempfile
+    from pathlib import Path
+
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    with tempfile.TemporaryDirectory() as folder:
+        print(json.dumps(measure(write_image_folder(Path(folder) / "images", n_per_class=6)), indent=1))
     print(json.dumps(run_two_local_workers(), indent=1))
