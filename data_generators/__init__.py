@@ -1,53 +1,37 @@
 """From image files to SimCLR batches: frames, reading, augmentation, generators.
 
-The two generators subclass `keras.utils.PyDataset`, so they (and with them
-Keras and TensorFlow) are imported only when first used: reading, splitting
-and augmenting images does not pay for importing TensorFlow.
+Every name is imported on first use (PEP 562), so that importing one module
+of the package, such as `data_generators.checks` or `data_generators.files`
+from the model floor, does not import pandas, OpenCV, matplotlib or
+TensorFlow.
 """
 
 import importlib
 
-from data_generators.augment import SimCLRAugmentation
-from data_generators.frames import (
-    digits_demo,
-    frame_from_folder,
-    load_frame,
-    read_split_file,
-    split_sources,
-    stratified_split,
-    take_rows,
-)
-from data_generators.io import atomic_output, read_image, read_images
-from data_generators.targets import contrastive_target
-from data_generators.visualize import save_augmentation_grid
-
-_IMPORTED_ON_FIRST_USE = {
+_MODULE_OF = {
     "DataGeneratorSimCLR": "data_generators.simclr",
     "DataGeneratorClass": "data_generators.classification",
+    "SimCLRAugmentation": "data_generators.augment",
+    "contrastive_target": "data_generators.targets",
+    "frame_from_folder": "data_generators.frames",
+    "read_split_file": "data_generators.frames",
+    "stratified_split": "data_generators.frames",
+    "split_sources": "data_generators.frames",
+    "take_rows": "data_generators.frames",
+    "load_frame": "data_generators.frames",
+    "digits_demo": "data_generators.frames",
+    "read_image": "data_generators.io",
+    "read_images": "data_generators.io",
+    "save_augmentation_grid": "data_generators.visualize",
+    "atomic_output": "data_generators.files",
 }
 
-__all__ = [
-    "DataGeneratorSimCLR",
-    "DataGeneratorClass",
-    "SimCLRAugmentation",
-    "contrastive_target",
-    "frame_from_folder",
-    "read_split_file",
-    "stratified_split",
-    "split_sources",
-    "take_rows",
-    "load_frame",
-    "read_image",
-    "read_images",
-    "digits_demo",
-    "save_augmentation_grid",
-    "atomic_output",
-]
+__all__ = list(_MODULE_OF)
 
 
 def __getattr__(name):
-    if name in _IMPORTED_ON_FIRST_USE:
-        return getattr(importlib.import_module(_IMPORTED_ON_FIRST_USE[name]), name)
+    if name in _MODULE_OF:
+        return getattr(importlib.import_module(_MODULE_OF[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -1,89 +1,11 @@
-"""Reading image files into arrays, and writing result files atomically."""
+"""Reading image files into arrays, with errors that name the file."""
 
-import contextlib
 import os
-import tempfile
 
 import cv2
 import numpy as np
 
 from data_generators.checks import check_image_size
-
-
-@contextlib.contextmanager
-def atomic_output(path):
-    """Yield a temporary path beside `path`; rename it onto `path` on success.
-
-    A kill or an exception while writing never leaves a half-written file at
-    `path`: readers see either the old file or the complete new one.
-
-    Args:
-        path: the file to write. Its folder is created if missing.
-
-    Yields:
-        A temporary file name in the same folder with the same suffix (Keras
-        and matplotlib choose the format from the suffix).
-
-    Example:
-    >>> import os, tempfile
-    >>> target = os.path.join(tempfile.mkdtemp(), "hello.txt")
-    >>> with atomic_output(target) as tmp:
-    ...     _ = open(tmp, "w").write("hi")
-    >>> open(target).read()
-    'hi'
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        raise NotADirectoryError(f"cannot write {path!r}: {folder!r} is a file, not a folder")
-    os.makedirs(folder, exist_ok=True)
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"cannot write {path!r}: it is an existing folder")
-    base = os.path.basename(path)
-    # Keep the full suffix (".weights.h5", ".keras") so writers that pick the
-    # format from the name still do.
-    suffix = base[base.index("."):] if "." in base else ""
-    handle, tmp = tempfile.mkstemp(prefix=f".{base}.", suffix=f".tmp{suffix}", dir=folder)
-    os.close(handle)
-    os.remove(tmp)  # writers such as Keras refuse to overwrite without asking
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def check_output_folder(path, name="out"):
-    """Raise NotADirectoryError if `path` cannot be made a folder: it, or a folder above it, is a file.
-
-    Checked before any work starts, so that a run does not fail at its first
-    write, hours in.
-
-    Args:
-        path: the output folder (it need not exist yet).
-        name: how the error names the argument.
-
-    Returns:
-        `path` as a string.
-
-    Example:
-    >>> import tempfile
-    >>> file = tempfile.NamedTemporaryFile()
-    >>> check_output_folder(file.name + "/run")
-    Traceback (most recent call last):
-    ...
-    NotADirectoryError: out=... lies under ..., which is a file, not a folder
-    """
-    path = os.fspath(path)
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise NotADirectoryError(f"{name}={path!r} is an existing file, not a folder")
-    above = os.path.dirname(os.path.abspath(path))
-    while above and not os.path.exists(above):
-        above = os.path.dirname(above)
-    if above and not os.path.isdir(above):
-        raise NotADirectoryError(f"{name}={path!r} lies under {above!r}, which is a file, not a folder")
-    return path
 
 
 def check_files_exist(paths):

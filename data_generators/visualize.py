@@ -7,7 +7,7 @@ from matplotlib.figure import Figure
 
 from data_generators.augment import SimCLRAugmentation
 from data_generators.checks import check_integer
-from data_generators.io import atomic_output
+from data_generators.files import atomic_output
 
 _ROW_TITLES = ("original", "view a", "view b")
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from data_generators import DataGeneratorClass, SimCLRAugmentation, take_rows
-from data_generators.io import check_output_folder
+from data_generators.files import check_output_folder
 from evaluation.features import extract_features
 from evaluation.finetune import finetune_classifier
 from evaluation.fractions import label_subset

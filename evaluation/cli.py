@@ -146,7 +146,7 @@ def main(argv=None):
 
 def _prepare(args):
     """Fill defaults; return (data, backbone, augmentation settings, out)."""
-    from data_generators.io import check_output_folder
+    from data_generators.files import check_output_folder
     from evaluation.demo import DEMO_AUGMENTATION
 
     defaults = DATA_DEFAULTS if args.data else DEMO_DEFAULTS

@@ -11,7 +11,7 @@ from data_generators import (
     save_augmentation_grid,
     split_sources,
 )
-from data_generators.io import check_output_folder
+from data_generators.files import check_output_folder
 from evaluation.monitors import OnlineLinearProbe
 from evaluation.report import plot_training_curves
 from simclr_wrap import SimCLR

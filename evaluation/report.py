@@ -7,7 +7,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display is needed or assumed
 import matplotlib.pyplot as plt  # noqa: E402
 
-from data_generators.io import atomic_output  # noqa: E402
+from data_generators.files import atomic_output  # noqa: E402
 
 
 TRAINING_CURVES = (

@@ -6,7 +6,7 @@ import os
 
 import keras
 
-from data_generators.io import atomic_output
+from data_generators.files import atomic_output
 
 logger = logging.getLogger(__name__)
 
