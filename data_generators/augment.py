@@ -154,11 +154,17 @@ class SimCLRAugmentation:
         """
         images = np.asarray(images)
         if images.ndim != 4 or images.shape[3] not in (1, 3):
-            raise ValueError(f"images must have shape (B, H, W, C) with C 1 or 3, got shape {images.shape}")
+            raise ValueError(
+                f"Expected images of shape (B, H, W, C) with C 1 or 3. Received: images of shape {images.shape}"
+            )
         if not (images.dtype == np.uint8 or np.issubdtype(images.dtype, np.floating)):
-            raise TypeError(f"images must be uint8 or float in [0, 255], got dtype {images.dtype}")
+            raise TypeError(
+                f"Expected images to be uint8 or float in [0, 255]. Received: images of dtype {images.dtype}"
+            )
         if not isinstance(rng, np.random.Generator):
-            raise TypeError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng)}")
+            raise TypeError(
+                f"Expected rng to be a numpy.random.Generator (np.random.default_rng(seed)). Received: rng={rng!r}"
+            )
         views = images.astype(np.float32)  # a copy: the steps below work in place
         if self.crop:
             views = _random_resized_crop(views, rng, self.crop_area, self.crop_aspect)

@@ -74,10 +74,15 @@ class SeededImageBatches(keras.utils.PyDataset):
         self.shuffle = check_bool("shuffle", shuffle)
         self.seed = check_integer("seed", seed, minimum=0)
         if preprocess_input is not None and not callable(preprocess_input):
-            raise TypeError(f"preprocess_input must be callable or None, got {preprocess_input!r}")
+            raise TypeError(
+                f"Expected preprocess_input to be a callable or None. Received: preprocess_input={preprocess_input!r}"
+            )
         self.preprocess_input = preprocess_input
         if augmentation is not None and not callable(augmentation):
-            raise TypeError(f"augmentation must be callable (images, rng) -> images, or None, got {augmentation!r}")
+            raise TypeError(
+                "Expected augmentation to be a callable (images, rng) -> images, or None. "
+                f"Received: augmentation={augmentation!r}"
+            )
         self.augmentation = augmentation
         self.source = ImageSource(data, width, height, channels, subset)
         self.subset, self.width, self.height, self.channels = subset, width, height, channels

@@ -117,7 +117,7 @@ def _class_indices(labels, data_classes, classes):
         classes = list(range(max(data_classes) + 1)) if integer_labels else list(data_classes)
     classes = list(classes)
     if not classes or len(set(classes)) != len(classes):
-        raise ValueError(f"classes must be a non-empty list of distinct labels, got classes={classes}")
+        raise ValueError(f"Expected classes to be a non-empty list of distinct labels. Received: classes={classes}")
     if integer_labels and not set(np.unique(labels).tolist()) <= set(classes):
         outside = labels[(labels < 0) | (labels >= len(classes))]
         if len(outside):

@@ -6,6 +6,7 @@ included) can write files without importing OpenCV or pandas.
 
 import contextlib
 import os
+import shutil
 import tempfile
 
 
@@ -83,3 +84,71 @@ def check_output_folder(path, name="out"):
     if above and not os.path.isdir(above):
         raise NotADirectoryError(f"{name}={path!r} lies under {above!r}, which is a file, not a folder")
     return path
+
+
+def check_run_folder(path, *, overwrite=False, resume=False, name="out"):
+    """Raise unless `path` can take a run's outputs: `check_output_folder`, and new or empty.
+
+    A non-empty folder is accepted with `overwrite` (it will be replaced) or
+    `resume` (the run goes on in it).
+
+    Returns:
+        `path` as a string.
+    """
+    path = check_output_folder(path, name)
+    if os.path.isdir(path) and os.listdir(path) and not (overwrite or resume):
+        raise FileExistsError(
+            f"{name}={path!r} exists and is not empty; pass --overwrite (overwrite=True) to replace it, "
+            "--resume (resume=True) to go on with the run in it, or another folder"
+        )
+    return path
+
+
+@contextlib.contextmanager
+def staged_folder(path, *, overwrite=False, resume=False, name="out"):
+    """Yield a folder to write a run's outputs in; it becomes `path` only if the run succeeds.
+
+    The outputs go to a temporary folder beside `path`, renamed onto `path`
+    at the end, so a failed or interrupted run leaves `path` as it was. An
+    existing non-empty `path` is refused unless `overwrite` (it is replaced,
+    at the end, by the new outputs) or `resume` (the run goes on inside it:
+    resumable state must survive an interruption, so it is written in place).
+
+    Args:
+        path: the output folder.
+        overwrite: replace an existing non-empty folder.
+        resume: write in `path` itself (created if missing).
+        name: how errors name the argument.
+
+    Yields:
+        The folder to write in.
+
+    Example:
+    >>> import os, tempfile
+    >>> target = os.path.join(tempfile.mkdtemp(), "run")
+    >>> with staged_folder(target) as folder:
+    ...     _ = open(os.path.join(folder, "a.txt"), "w").write("done")
+    >>> os.listdir(target)
+    ['a.txt']
+    """
+    path = check_run_folder(path, overwrite=overwrite, resume=resume, name=name)
+    if resume:
+        os.makedirs(path, exist_ok=True)
+        yield path
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(path))}.", suffix=".partial", dir=parent)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if os.path.isdir(path):
+        # Renamed aside, not deleted, until the new outputs are in place.
+        previous = tempfile.mkdtemp(prefix=f".{os.path.basename(os.path.abspath(path))}.", suffix=".old", dir=parent)
+        os.replace(path, os.path.join(previous, "outputs"))
+        os.replace(staging, path)
+        shutil.rmtree(previous, ignore_errors=True)
+    else:
+        os.replace(staging, path)

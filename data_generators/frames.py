@@ -163,8 +163,8 @@ def stratified_split(frame, val_fraction=0.15, test_fraction=0.15, seed=0):
     test_fraction = check_number("test_fraction", test_fraction, minimum=0.0)
     if val_fraction + test_fraction >= 1.0:
         raise ValueError(
-            f"val_fraction + test_fraction must be < 1 to leave training rows,"
-            f" got val_fraction={val_fraction}, test_fraction={test_fraction}"
+            "Expected val_fraction + test_fraction to be < 1 (to leave training rows). "
+            f"Received: val_fraction={val_fraction}, test_fraction={test_fraction}"
         )
     seed = check_integer("seed", seed, minimum=0)
     _check_columns(frame, ("class_label",), "frame")
@@ -218,7 +218,10 @@ def split_sources(data, val_fraction=0.15, test_fraction=0.15, seed=0):
     if isinstance(data, dict):
         missing = [name for name in SPLITS[:2] if name not in data]
         if missing:
-            raise ValueError(f"split data must have the parts {list(SPLITS)}; missing {missing}")
+            raise ValueError(
+                f"Expected split data to have the parts {list(SPLITS)} ('test' may be left out). "
+                f"Received: a dict missing {missing}"
+            )
         return {name: data.get(name) for name in SPLITS}
     if isinstance(data, tuple):
         images, labels = data
@@ -267,7 +270,9 @@ def load_frame(data):
         if not os.path.exists(path):
             raise FileNotFoundError(f"data {path!r} does not exist")
         raise ValueError(f"data {path!r} is neither a folder of class subfolders nor a .csv split file")
-    raise TypeError(f"data must be a folder, a .csv split file or a DataFrame, got {type(data).__name__}")
+    raise TypeError(
+        f"Expected data to be a folder, a .csv split file or a DataFrame. Received: data of type {type(data).__name__}"
+    )
 
 
 def digits_demo(size=32, seed=0):

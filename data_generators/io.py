@@ -134,7 +134,9 @@ def fit_image(image, width, height, channels=3):
     if image.ndim == 2:
         image = image[:, :, None]
     if image.ndim != 3 or image.shape[2] not in (1, 2, 3, 4):
-        raise ValueError(f"image must have shape (H, W) or (H, W, C) with C in 1..4, got shape {image.shape}")
+        raise ValueError(
+            f"Expected image of shape (H, W) or (H, W, C) with C in 1..4. Received: image of shape {image.shape}"
+        )
     colour = image[:, :, :3] if image.shape[2] >= 3 else image[:, :, :1]
     if channels == 3 and colour.shape[2] == 1:
         colour = np.repeat(colour, 3, axis=2)

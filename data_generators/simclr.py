@@ -4,6 +4,8 @@ import logging
 
 from data_generators.augment import SimCLRAugmentation
 from data_generators.batches import SeededImageBatches
+from data_generators.checks import check_choice, check_integer
+from data_generators.frames import SPLITS
 from data_generators.targets import contrastive_target
 
 logger = logging.getLogger(__name__)
@@ -69,8 +71,8 @@ class DataGeneratorSimCLR(SeededImageBatches):
         seed=0,
         **kwargs,
     ):
-        if subset is None:
-            raise ValueError('subset must be one of "train", "val", "test", got subset=None')
+        check_choice("subset", subset, SPLITS)
+        check_integer("batch_size", batch_size, minimum=2, why="a contrastive batch needs negatives")
         super().__init__(
             data,
             batch_size=batch_size,
@@ -87,7 +89,8 @@ class DataGeneratorSimCLR(SeededImageBatches):
         )
         if self.batch_size > self.n_images:
             raise ValueError(
-                f"batch_size={self.batch_size} is larger than the {self.n_images} images of {self.source.description}"
+                f"Expected batch_size to be at most the {self.n_images} images of {self.source.description}. "
+                f"Received: batch_size={self.batch_size}"
             )
         self.class_labels = self.source.class_labels
         self._target = contrastive_target(self.batch_size)

@@ -4,7 +4,7 @@ import logging
 
 import numpy as np
 
-from data_generators.checks import check_image_size
+from data_generators.checks import check_choice, check_image_size
 from data_generators.frames import SPLITS, load_frame
 from data_generators.io import check_files_exist, fit_image, read_images
 
@@ -47,8 +47,7 @@ class ImageSource:
 
     def __init__(self, data, width, height, channels=3, subset=None):
         check_image_size(width, height, channels)
-        if subset is not None and subset not in SPLITS:
-            raise ValueError(f"subset must be one of {list(SPLITS)} or None, got subset={subset!r}")
+        check_choice("subset", subset, (*SPLITS, None))
         self.width, self.height, self.channels, self.subset = width, height, channels, subset
         self.description = "data" if subset is None else f"subset {subset!r}"
         if isinstance(data, tuple):
@@ -94,19 +93,41 @@ class ImageSource:
         return np.asarray(images, dtype=np.float32)
 
 
+    def check_decodable(self, chunk=256):
+        """Read every image file once, so that a corrupt one is reported before any training.
+
+        Arrays are decoded already and are not read again.
+
+        Raises:
+            ValueError: naming the first file that cannot be decoded.
+        """
+        if self.filenames is None:
+            return
+        for start in range(0, self.n_images, chunk):
+            self.read(range(start, min(start + chunk, self.n_images)))
+
+
 def _checked_arrays(data):
     """Validate `(images, labels)` and return them as arrays (labels may be None)."""
     if len(data) != 2:
-        raise ValueError(f"data as a tuple must be (images, labels), got a tuple of {len(data)} items")
+        raise ValueError(f"Expected data as a tuple to be (images, labels). Received: a tuple of {len(data)} items")
     images, labels = np.asarray(data[0]), data[1]
     if images.ndim != 4 or images.shape[3] not in (1, 3, 4) or len(images) == 0:
-        raise ValueError(f"data images must have shape (N, H, W, C) with N > 0 and C 1, 3 or 4, got {images.shape}")
+        raise ValueError(
+            "Expected data images of shape (N, H, W, C) with N > 0 and C 1, 3 or 4. "
+            f"Received: images of shape {images.shape}"
+        )
     if not (images.dtype == np.uint8 or np.issubdtype(images.dtype, np.floating)):
-        raise TypeError(f"data images must be uint8 or float in [0, 255], got dtype {images.dtype}")
+        raise TypeError(
+            f"Expected data images to be uint8 or float in [0, 255]. Received: images of dtype {images.dtype}"
+        )
     if np.issubdtype(images.dtype, np.floating) and images.max() <= 1.0:
         logger.warning("data images are float with values <= 1: expected [0, 255], not [0, 1]")
     if labels is not None:
         labels = np.asarray(labels)
         if labels.shape != (len(images),):
-            raise ValueError(f"data labels must have shape ({len(images)},) to match the images, got {labels.shape}")
+            raise ValueError(
+                f"Expected data labels of shape ({len(images)},), one per image. "
+                f"Received: labels of shape {labels.shape}"
+            )
     return images, labels

@@ -28,14 +28,15 @@ def contrastive_target(batch_size, permutation=None):
     array([[1., 0., 0., 0., 1., 0., 0., 0.],
            [0., 1., 0., 0., 0., 1., 0., 0.]], dtype=float32)
     """
-    batch_size = check_integer("batch_size", batch_size, minimum=2)
+    batch_size = check_integer("batch_size", batch_size, minimum=2, why="a contrastive batch needs negatives")
     if permutation is None:
         positives = np.eye(batch_size, dtype=np.float32)
     else:
         permutation = np.asarray(permutation)
         if permutation.shape != (batch_size,) or not np.array_equal(np.sort(permutation), np.arange(batch_size)):
             raise ValueError(
-                f"permutation must be a permutation of range(batch_size={batch_size}), got {permutation.tolist()}"
+                f"Expected permutation to be a permutation of range(batch_size={batch_size}). "
+                f"Received: permutation={permutation.tolist()}"
             )
         positives = np.zeros((batch_size, batch_size), np.float32)
         positives[permutation, np.arange(batch_size)] = 1.0

@@ -6,284 +6,380 @@ import os
 import time
 
 import keras
-import numpy as np
 import pandas as pd
 
-from data_generators import DataGeneratorClass, SimCLRAugmentation, take_rows
-from data_generators.files import check_output_folder
+from data_generators import DataGeneratorClass, split_sources, take_rows
+from data_generators.checks import check_bool, check_choice, check_integer
+from data_generators.files import check_run_folder, staged_folder
+from data_generators.sources import ImageSource
 from evaluation.features import extract_features
-from evaluation.finetune import finetune_classifier
-from evaluation.fractions import label_subset
+from evaluation.finetune import FineTunedClassifier
+from evaluation.fractions import check_fraction, label_subset
 from evaluation.knn import KNNProbe
 from evaluation.linear import LinearProbe
-from evaluation.pretraining import TEST_FRACTION, VAL_FRACTION, pretrain, resolve_all_layers
-from evaluation.report import write_benchmark_outputs, write_results
-from simclr_wrap.backbones import get_preprocessing, load_backbone
+from evaluation.pretraining import DEFAULT_SCHEDULE, TEST_FRACTION, VAL_FRACTION, _augmentation, pretrain
+from evaluation.report import versions, write_benchmark_outputs, write_results
+from simclr_wrap.backbones import Backbone, preprocessing_name
+from simclr_wrap.callbacks import read_model_metadata
+from simclr_wrap.model import SimCLR, check_options
+from simclr_wrap.unfreezing import flat_layers
 
 logger = logging.getLogger(__name__)
 
 CLASSIFIERS = ("linear", "knn", "fine_tuned")
+SPLITS = ("train", "val", "test")
 
 
-def run_benchmark(
-    data,
-    backbone,
-    out,
-    *,
-    weights=None,
-    size=80,
-    preprocess="auto",
-    pooling="flatten",
-    schedule=((1, 1e-4, 5), (2, 1e-5, 5)),
-    finetune_schedule=((0, 1e-3, 30), (2, 1e-4, 5)),
-    fractions=(1.0, 0.2, 0.05),
-    runs=3,
-    pretrain_runs=1,
-    adapted=None,
-    supervised_baseline=False,
-    classifiers=CLASSIFIERS,
-    batch_size=32,
-    temperature=0.1,
-    feat_dims=(2048, 128),
-    augmentation=None,
-    knn_k=20,
-    seed=0,
-    probe_every=0,
-    probe_fraction=0.1,
-    positives="view",
-    queue_size=10000,
-    cache_frozen=True,
-    resume=False,
-    verbose="auto",
-):
-    """Evaluate a backbone, adapt it with SimCLR, evaluate it again; return the records.
+class Benchmark:
+    """Evaluate a backbone, adapt it with SimCLR, evaluate it again, as records.
 
     1. The backbone as it is ("before"): a linear and a kNN classifier on its
        pooled features and a fine-tuned classifier, each on `fractions` of
        the training labels, `runs` times (other label subsets and seeds).
     2. SimCLR on the training images, no labels (`pretrain_runs` times, or
-       none when `adapted` gives a backbone adapted earlier).
+       none when `run` is given a backbone adapted earlier).
     3. The adapted backbone, evaluated the same way ("after").
     4. Optionally the same architecture from random initialisation trained
        on the same label subsets ("scratch", classifier "supervised").
 
-    Model selection (regularisation, early stopping) sees only the training
-    labels and the validation split; the test split is read once per run.
-    Writes `results.json`, `report.md` and the plots to `out` as it goes.
+    Model selection (the probe's C, early stopping, the fine-tuned round) sees
+    only the training labels and the validation split; the test split is read
+    for the reported accuracy only. Every option is defined here or in the
+    object it configures (`SimCLR`, `SimCLRAugmentation`,
+    `FineTunedClassifier`), and `get_config()` is what results.json records
+    and what `resume=True` checks.
 
     Args:
-        data: what `split_sources` takes: a folder (split 70/15/15 here), a
-            split CSV, a DataFrame or arrays; the parts may be given as a dict.
-        backbone: a `load_backbone` name or path, or a Keras model.
-        out: output folder.
-        weights, size, preprocess, pooling: as in `pretrain`.
-        schedule: SimCLR's unfreezing rounds `(layers, lr, epochs)`.
-        finetune_schedule: the fine-tuned classifier's rounds.
         fractions: shares of the training labels, each in (0, 1].
-        runs: repeated runs per cell.
+        runs: repeated runs per cell (seeds seed, seed + 1, ...).
         pretrain_runs: repeated SimCLR runs (seeds seed, seed + 1, ...).
-        adapted: a `.keras` backbone adapted earlier; skips SimCLR.
-        supervised_baseline: also train the architecture from scratch.
         classifiers: which of "linear", "knn" and "fine_tuned" to run.
-        batch_size, temperature, feat_dims, augmentation: of SimCLR.
         knn_k: neighbours of the kNN classifier.
-        seed: base seed of everything.
-        probe_every, probe_fraction: the online linear probe during SimCLR
-            (see `pretrain`).
-        positives, queue_size: "view" for SimCLR, "nearest_neighbour" for
-            NNCLR (records then have method "nnclr"); see `SimCLR`.
-        cache_frozen: train the fine-tuned classifiers from cached
-            activations of their frozen prefix (`finetune_classifier`); False
-            runs them end to end, only slower (for comparison).
-        resume: go on with the benchmark that `out` holds (the same
-            settings): cells already in its results.json are kept, not run
-            again, and an interrupted SimCLR run goes on from its last
-            finished epoch. results.json is written after every cell.
-        verbose: Keras' verbosity for SimCLR training.
+        supervised_baseline: also train the architecture from scratch.
+        seed: base seed of the split, the label subsets and every model.
+        schedule, simclr, augmentation, probe: SimCLR's, as in `pretrain`.
+            The benchmark's pooling is the SimCLR options' `pooling`.
+        finetune: the fine-tuned classifier: a `FineTunedClassifier` or its
+            options as a dict (its `pooling` and `seed` are the benchmark's).
 
-    Returns:
-        A pandas DataFrame, one row per (stage, classifier, fraction, run),
-        with `accuracy` and `n_labels`.
+    Attributes (after `run`):
+        records_: one dict per (stage, classifier, fraction, run), with
+            `n_labels`, `accuracy`, `val_accuracy`, `selected` (what the
+            classifier chose: C, k, or the round and epoch kept) and `seconds`.
+        durations_: seconds per stage.
+        settings_: `get_config()` with the backbone and the split sizes.
+        versions_: package versions and the git commit, read at the start.
+
+    Example:
+    >>> Benchmark(fractions=(1.0, 0.05), runs=2).get_config()["fractions"]
+    [1.0, 0.05]
     """
-    unknown = sorted(set(classifiers) - set(CLASSIFIERS))
-    if unknown:
-        raise ValueError(f"classifiers must be among {CLASSIFIERS}, got {unknown}")
-    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
-        raise ValueError(f"runs must be an int >= 1, got runs={runs!r}")
-    if isinstance(pretrain_runs, bool) or not isinstance(pretrain_runs, int) or pretrain_runs < 1:
-        raise ValueError(f"pretrain_runs must be an int >= 1, got pretrain_runs={pretrain_runs!r}")
-    out = check_output_folder(out)
-    from data_generators import split_sources
 
-    if isinstance(backbone, str):
-        base_model, preprocess_input = load_backbone(backbone, (size, size, 3), weights, preprocess)
-    else:
-        base_model = backbone
-        preprocess_input = get_preprocessing("unit" if preprocess == "auto" else preprocess)
-    parts = split_sources(data, VAL_FRACTION, TEST_FRACTION, seed)
-    bench = _Evaluation(
-        parts, base_model.input_shape[1:], preprocess_input, pooling, resolve_all_layers(finetune_schedule, base_model), fractions, runs,
-        classifiers, knn_k, seed, backbone_name=base_model.name,
-        method="nnclr" if positives == "nearest_neighbour" else "simclr", cache_frozen=cache_frozen,
-    )
-    settings = {
-        "backbone": backbone if isinstance(backbone, str) else base_model.name, "weights": weights,
-        "size": size, "preprocess": preprocess, "pooling": pooling, "schedule": [list(r) for r in schedule],
-        "finetune_schedule": [list(r) for r in finetune_schedule], "fractions": list(fractions), "runs": runs,
-        "pretrain_runs": pretrain_runs, "adapted": adapted, "supervised_baseline": supervised_baseline,
-        "classifiers": list(classifiers), "batch_size": batch_size, "temperature": temperature,
-        "feat_dims": list(feat_dims), "knn_k": knn_k, "seed": seed, "positives": positives,
-        "queue_size": queue_size if positives == "nearest_neighbour" else None, "cache_frozen": cache_frozen,
-        "images": {name: _size_of(part) for name, part in parts.items()},
-    }
-    state = {"records": [], "durations": {}, "features": {}, "history": None, "done": set()}
-    if resume:
-        _resume_from(out, settings, state)
-    state["save"] = lambda: write_results(out, state["records"], settings, state["durations"])
+    def __init__(self, *, fractions=(1.0, 0.2, 0.05), runs=3, pretrain_runs=1, classifiers=CLASSIFIERS, knn_k=20,
+                 supervised_baseline=False, seed=0, schedule=DEFAULT_SCHEDULE, simclr=None, augmentation=None,
+                 probe=None, finetune=None):
+        self.fractions = tuple(check_fraction(fraction) for fraction in fractions)
+        self.runs = check_integer("runs", runs, minimum=1)
+        self.pretrain_runs = check_integer("pretrain_runs", pretrain_runs, minimum=1)
+        self.classifiers = tuple(check_choice("classifiers", name, CLASSIFIERS) for name in classifiers)
+        self.knn_k = check_integer("knn_k", knn_k, minimum=1)
+        self.supervised_baseline = check_bool("supervised_baseline", supervised_baseline)
+        self.seed = check_integer("seed", seed, minimum=0)
+        self.schedule = [tuple(entry) for entry in schedule]
+        self.simclr = dict(check_options(dict(simclr or {})))
+        self.augmentation = _augmentation(augmentation)
+        self.probe = dict(probe) if probe else None
+        self.pooling = self.simclr.get("pooling", SimCLR.default_config()["pooling"])
+        finetune = finetune.get_config() if isinstance(finetune, FineTunedClassifier) else dict(finetune or {})
+        for key in ("pooling", "seed"):
+            if key in finetune and finetune[key] != getattr(self, key):
+                raise ValueError(f"the fine-tuned classifier's {key}={finetune[key]!r} differs from the benchmark's "
+                                 f"{key}={getattr(self, key)!r}; the benchmark uses one for every classifier")
+        self.finetune = FineTunedClassifier(**{**finetune, "pooling": self.pooling, "seed": self.seed})
 
-    def stage(name, work):
-        logger.info("== %s ==", name)
-        started = time.perf_counter()
-        result = work()
-        # Added up, so that a resumed stage reports all the time it took.
-        state["durations"][name] = round(state["durations"].get(name, 0) + time.perf_counter() - started, 1)
-        write_benchmark_outputs(out, state["records"], settings, state["durations"], state["features"],
-                                state["history"])
-        return result
+    def get_config(self):
+        return {
+            "fractions": list(self.fractions), "runs": self.runs, "pretrain_runs": self.pretrain_runs,
+            "classifiers": list(self.classifiers), "knn_k": self.knn_k,
+            "supervised_baseline": self.supervised_baseline, "seed": self.seed,
+            "schedule": [list(entry) for entry in self.schedule], "simclr": self.simclr,
+            "augmentation": self.augmentation.get_config(), "probe": self.probe,
+            "finetune": self.finetune.get_config(),
+        }
 
-    stage("before", lambda: bench.evaluate(base_model, "before", state))
-    if adapted is not None:
-        adapted_models = [(None, keras.models.load_model(adapted, compile=False))]
-    else:
-        adapted_models = []
-        for pretrain_run in range(pretrain_runs):
-            if bench.finished(state, "after", pretrain_run):
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    @property
+    def method(self):
+        """What "after" is adapted with: "simclr", or "nnclr" for nearest-neighbour positives."""
+        return "nnclr" if self.simclr.get("positives") == "nearest_neighbour" else "simclr"
+
+    # Running
+
+    def run(self, data, backbone, out, *, adapted=None, resume=False, overwrite=False, verbose="auto"):
+        """Run the benchmark on `data`; write results.json, report.md and plots to `out` as it goes.
+
+        Args:
+            data: what `split_sources` takes: a folder (split 70/15/15 here),
+                a split CSV, a DataFrame or arrays; the parts may be a dict.
+            backbone: a `Backbone`, or what `Backbone.of` takes.
+            out: output folder.
+            adapted: a `.keras` backbone adapted earlier: evaluated as
+                "after" instead of running SimCLR.
+            resume: go on with the benchmark in `out` (same settings): its
+                cells in results.json are kept, not run again, and an
+                interrupted SimCLR run goes on from its last finished epoch.
+                The outputs are then written in `out` itself as the run goes.
+            overwrite: replace an existing non-empty `out`. Without `resume`
+                the outputs go to a temporary folder beside `out`, moved
+                into place when the benchmark has finished; a non-empty `out`
+                is refused unless `overwrite` or `resume`.
+            verbose: Keras' verbosity for SimCLR training.
+
+        Returns:
+            A pandas DataFrame of `records_`.
+        """
+        if resume and overwrite:
+            raise ValueError("Expected at most one of resume=True (go on with the benchmark in out) and "
+                             "overwrite=True (replace it). Received: both")
+        out = check_run_folder(out, overwrite=overwrite, resume=resume)
+        spec = Backbone.of(backbone)
+        base_model, preprocess_input = spec.load()
+        adapted_model = None if adapted is None else _load_adapted(adapted, base_model, preprocess_input)
+        self._verbose, self._resume = verbose, resume
+        self._splits = _LabelledSplits(split_sources(data, VAL_FRACTION, TEST_FRACTION, self.seed),
+                                       base_model.input_shape[1:], preprocess_input)
+        for fraction in self.fractions:  # a fraction that leaves a class empty fails here, before any training
+            label_subset(self._splits.train_labels, fraction, self.seed)
+        self._splits.check_decodable()
+        self._backbone_name = base_model.name
+        self.settings_ = {**self.get_config(), "backbone": spec.get_config(), "adapted": adapted,
+                          "images": self._splits.sizes}
+        self.versions_ = versions()
+        self.records_, self.durations_, self.test_features_, self.history_ = [], {}, {}, None
+        with staged_folder(out, overwrite=overwrite, resume=resume) as folder:
+            self._out = folder
+            if resume:
+                self._take_finished_cells()
+            self._stage("before", lambda: self._evaluate(base_model, "before"))
+            for pretrain_run, model in self._adapted_models(base_model, preprocess_input, adapted_model):
+                self._stage(f"after (SimCLR run {pretrain_run})",
+                            lambda: self._evaluate(model, "after", pretrain_run))
+            if self.supervised_baseline:
+                self._stage("scratch", lambda: self._scratch(base_model))
+        self._out = out
+        return pd.DataFrame(self.records_)
+
+    def _adapted_models(self, base_model, preprocess_input, adapted_model):
+        """`(pretrain_run, adapted backbone)` pairs: the model given, or SimCLR's runs that have cells left."""
+        if adapted_model is not None:
+            yield None, adapted_model
+            return
+        for pretrain_run in range(self.pretrain_runs):
+            if not self._todo("after", pretrain_run):
                 logger.info("SimCLR run %d: every cell after it is in results.json already", pretrain_run)
                 continue
 
             def adapt(pretrain_run=pretrain_run):
                 simclr = pretrain(
-                    parts, bench.clone(base_model), os.path.join(out, f"simclr_run_{pretrain_run}"),
-                    preprocess=preprocess_input, size=size, schedule=schedule, batch_size=batch_size,
-                    temperature=temperature, feat_dims=feat_dims, pooling=pooling,
-                    augmentation=augmentation or SimCLRAugmentation(), seed=seed + pretrain_run, verbose=verbose,
-                    probe_every=probe_every, probe_fraction=probe_fraction, positives=positives,
-                    queue_size=queue_size, resume=resume,
+                    self._splits.parts, Backbone(_clone(base_model), preprocess=preprocess_input),
+                    os.path.join(self._out, f"simclr_run_{pretrain_run}"), schedule=self.schedule,
+                    simclr=self.simclr, augmentation=self.augmentation, probe=self.probe,
+                    seed=self.seed + pretrain_run, resume=self._resume, verbose=self._verbose,
                 )
-                state["history"] = state["history"] or simclr.history_
+                self.history_ = self.history_ or simclr.history_
                 return simclr.base_model
-            adapted_models.append((pretrain_run, stage(f"simclr run {pretrain_run}", adapt)))
-    for pretrain_run, model in adapted_models:
-        stage(f"after (SimCLR run {pretrain_run})", lambda: bench.evaluate(model, "after", state, pretrain_run))
-    if supervised_baseline:
-        stage("scratch", lambda: bench.scratch(base_model, state))
-    return pd.DataFrame(state["records"])
 
+            yield pretrain_run, self._stage(f"simclr run {pretrain_run}", adapt)
 
-class _Evaluation:
-    """Everything that evaluates one backbone on the label fractions."""
+    def _stage(self, name, work):
+        logger.info("== %s ==", name)
+        started = time.perf_counter()
+        result = work()
+        # Added up, so that a resumed stage reports all the time it took.
+        self.durations_[name] = round(self.durations_.get(name, 0) + time.perf_counter() - started, 1)
+        write_benchmark_outputs(self._out, self.records_, self.settings_, self.durations_, self.versions_,
+                                self.test_features_, self.history_, [str(name) for name in self._splits.classes])
+        return result
 
-    def __init__(self, parts, input_shape, preprocess_input, pooling, finetune_schedule, fractions, runs,
-                 classifiers, knn_k, seed, backbone_name, method, cache_frozen=True):
-        self.parts, self.pooling, self.fractions, self.runs = parts, pooling, tuple(fractions), runs
-        self.finetune_schedule, self.classifiers, self.knn_k, self.seed = finetune_schedule, classifiers, knn_k, seed
-        self.backbone_name, self.method, self.cache_frozen = backbone_name, method, cache_frozen
-        height, width, channels = input_shape
-        self.generator_options = dict(width=width, height=height, channels=channels, preprocess_input=preprocess_input)
-        self.classes = sorted(set().union(*(_labels_of(part) for part in parts.values() if _size_of(part))))
-        trained = _labels_of(parts["train"])
-        for name, part in parts.items():
-            unknown = sorted(_labels_of(part) - trained, key=str) if _size_of(part) else []
-            if unknown:
-                raise ValueError(f"class {unknown[0]!r} of the {name} split has no training images, so no "
-                                 f"classifier can learn it; the training classes are {sorted(trained, key=str)}")
-        self.data = {name: self._generator(part) for name, part in parts.items() if _size_of(part)}
-        if "test" not in self.data:
-            raise ValueError("the benchmark needs a test split; give data with a 'test' part or split share")
-        self.train_labels = self.data["train"].labels
-        for fraction in self.fractions:  # a fraction that leaves a class empty fails here, before any training
-            label_subset(self.train_labels, fraction, seed)
+    # Cells
 
-    def _generator(self, part, shuffle=False, seed=0):
-        return DataGeneratorClass(part, batch_size=32, classes=self.classes, shuffle=shuffle, seed=seed,
-                                  **self.generator_options)
-
-    def clone(self, base_model):
-        model = keras.models.clone_model(base_model)
-        model.set_weights(base_model.get_weights())
-        return model
-
-    def cells(self, stage):
+    def _cells(self, stage):
         """The (fraction, run, classifier) cells of a stage, in the order they run."""
         classifiers = ("supervised",) if stage == "scratch" else self.classifiers
         return [(fraction, run, classifier) for fraction in self.fractions for run in range(self.runs)
                 for classifier in classifiers]
 
-    def todo(self, state, stage, pretrain_run=None):
+    def _todo(self, stage, pretrain_run=None):
         """The cells of the stage that results.json does not hold yet."""
-        return [cell for cell in self.cells(stage) if _cell_key(stage, *cell, pretrain_run) not in state["done"]]
+        done = {_record_key(record) for record in self.records_}
+        return [cell for cell in self._cells(stage) if _cell_key(stage, *cell, pretrain_run) not in done]
 
-    def finished(self, state, stage, pretrain_run=None):
-        """Whether results.json holds every cell of the stage."""
-        return not self.todo(state, stage, pretrain_run)
-
-    def evaluate(self, base_model, stage, state, pretrain_run=None):
-        todo = self.todo(state, stage, pretrain_run)
+    def _evaluate(self, base_model, stage, pretrain_run=None):
+        todo = self._todo(stage, pretrain_run)
         if not todo:
             logger.info("every %s cell is in results.json already", stage)
             return
-        features = {name: extract_features(base_model, self.data[name], self.pooling) for name in ("train", "test")}
-        state["features"][stage] = features["test"]
+        features = {name: extract_features(base_model, self._splits.data[name], self.pooling) for name in SPLITS}
+        self.test_features_[stage] = features["test"]
         for fraction, run, classifier in todo:
-            subset = label_subset(self.train_labels, fraction, seed=self.seed + run)
+            subset = label_subset(self._splits.train_labels, fraction, seed=self.seed + run)
             started = time.perf_counter()
             result = self._classify(classifier, base_model, features, subset, self.seed + run)
-            record = {
-                "backbone": self.backbone_name, "method": self.method if stage == "after" else "none",
-                "stage": stage, "classifier": classifier, "fraction": fraction, "run": run,
-                "n_labels": len(subset), "accuracy": float(result["accuracy"]),
-                "seconds": round(time.perf_counter() - started, 2),
-            }
-            if "top5" in result:
-                record["top5"] = float(result["top5"])
-            if pretrain_run is not None:
-                record["pretrain_run"] = pretrain_run
-            _add_record(state, record)
-            logger.info("%s %s fraction %g run %d: %d labels, accuracy %.3f",
-                        stage, classifier, fraction, run, len(subset), record["accuracy"])
+            self._keep(stage, classifier, fraction, run, subset, result, time.perf_counter() - started, pretrain_run)
 
     def _classify(self, classifier, base_model, features, subset, seed):
+        """Train `classifier` on the labelled `subset` of the training split; score it on val and test."""
         train_features, train_labels = features["train"]
-        test_features, test_labels = features["test"]
-        if classifier == "linear":
-            probe = LinearProbe(seed=seed).fit(train_features[subset], train_labels[subset])
-            return probe.evaluate(test_features, test_labels)
-        if classifier == "knn":
-            probe = KNNProbe(k=self.knn_k).fit(train_features[subset], train_labels[subset])
-            return probe.evaluate(test_features, test_labels)
-        return finetune_classifier(
-            base_model, self._generator(take_rows(self.parts["train"], subset), shuffle=True, seed=seed),
-            self.data["val"], self.data["test"], schedule=self.finetune_schedule, pooling=self.pooling, seed=seed,
-            cache_frozen=self.cache_frozen,
-        )
+        if classifier in ("linear", "knn"):
+            probe = LinearProbe(seed=seed) if classifier == "linear" else KNNProbe(k=self.knn_k)
+            probe.fit(train_features[subset], train_labels[subset])
+            result = probe.evaluate(*features["test"])
+            result["val_accuracy"] = probe.evaluate(*features["val"])["accuracy"]
+            result["selected"] = {"C": float(probe.C_)} if classifier == "linear" else {"k": int(probe.k_)}
+            return result
+        classifier = FineTunedClassifier.from_config({**self.finetune.get_config(), "seed": seed})
+        classifier.fit(base_model, self._splits.train_subset(subset, seed), self._splits.data["val"])
+        return classifier.evaluate(self._splits.data["test"])
 
-    def scratch(self, base_model, state):
+    def _scratch(self, base_model):
         """Train the architecture from random initialisation on the same label subsets."""
+        config = self.finetune.get_config()
         # Every layer trains, at the first round's rate, for all the schedule's epochs.
-        everything = [(len(base_model.layers), self.finetune_schedule[0][1], sum(r[2] for r in self.finetune_schedule))]
-        for fraction, run, _ in self.todo(state, "scratch"):
-            subset = label_subset(self.train_labels, fraction, seed=self.seed + run)
+        rounds = config["schedule"]
+        everything = [(len(flat_layers(base_model)), rounds[0][1], sum(entry[2] for entry in rounds))]
+        for fraction, run, _ in self._todo("scratch"):
+            subset = label_subset(self._splits.train_labels, fraction, seed=self.seed + run)
+            started = time.perf_counter()
             keras.utils.set_random_seed(self.seed + run)  # clone_model draws new initial weights
             fresh = keras.models.clone_model(base_model)
-            result = finetune_classifier(
-                fresh, self._generator(take_rows(self.parts["train"], subset), shuffle=True, seed=self.seed + run),
-                self.data["val"], self.data["test"], schedule=everything, pooling=self.pooling, seed=self.seed + run,
-            )
-            _add_record(state, {
-                "backbone": self.backbone_name, "method": "none", "stage": "scratch",
-                "classifier": "supervised", "fraction": fraction, "run": run, "n_labels": len(subset),
-                "accuracy": float(result["accuracy"]),
-            })
+            classifier = FineTunedClassifier.from_config({**config, "schedule": everything, "seed": self.seed + run})
+            classifier.fit(fresh, self._splits.train_subset(subset, self.seed + run), self._splits.data["val"])
+            result = classifier.evaluate(self._splits.data["test"])
+            self._keep("scratch", "supervised", fraction, run, subset, result, time.perf_counter() - started)
+
+    def _keep(self, stage, classifier, fraction, run, subset, result, seconds, pretrain_run=None):
+        """Make the record of a finished cell, and write results.json at once.
+
+        An interruption loses at most the cell under way.
+        """
+        method = "none" if stage != "after" else self.method
+        record = {
+            "backbone": self._backbone_name, "method": method, "stage": stage, "classifier": classifier,
+            "fraction": fraction, "run": run, "n_labels": len(subset), "accuracy": float(result["accuracy"]),
+            "val_accuracy": float(result["val_accuracy"]), "selected": result["selected"],
+            "seconds": round(seconds, 2),
+        }
+        if "top5" in result:
+            record["top5"] = float(result["top5"])
+        if pretrain_run is not None:
+            record["pretrain_run"] = pretrain_run
+        self.records_.append(record)
+        write_results(self._out, self.records_, self.settings_, self.durations_, self.versions_)
+        logger.info("%s %s fraction %g run %d: %d labels, val accuracy %.3f, test accuracy %.3f",
+                    stage, classifier, fraction, run, len(subset), record["val_accuracy"], record["accuracy"])
+
+    def _take_finished_cells(self):
+        """Take the finished cells of the benchmark in `out`, which must have the same settings."""
+        path = os.path.join(self._out, "results.json")
+        if not os.path.exists(path):
+            return
+        try:
+            with open(path) as file:
+                previous = json.load(file)
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"cannot resume from {path!r}: {error}") from None
+        settings, saved = json.loads(json.dumps(self.settings_, default=str)), previous.get("settings", {})
+        differing = sorted(key for key in set(settings) | set(saved) if settings.get(key) != saved.get(key))
+        if differing:
+            raise ValueError(f"cannot resume the benchmark in {self._out!r}: its settings differ in {differing}; "
+                             "use the same settings or another --out")
+        self.records_, self.durations_ = previous["records"], previous.get("durations_s", {})
+        logger.info("resuming the benchmark in %s: %d cells done", self._out, len(self.records_))
+
+
+def run_benchmark(data, backbone, out, *, adapted=None, resume=False, overwrite=False, verbose="auto", **config):
+    """`Benchmark(**config).run(data, backbone, out, ...)`: the records as a DataFrame.
+
+    See `Benchmark` for the options and `Benchmark.run` for the arguments.
+    """
+    return Benchmark(**config).run(data, backbone, out, adapted=adapted, resume=resume, overwrite=overwrite,
+                                   verbose=verbose)
+
+
+def _load_adapted(adapted, base_model, preprocess_input):
+    """The backbone of `adapted`, loaded before any work and checked against the one benchmarked."""
+    if not os.path.isfile(adapted):
+        raise FileNotFoundError(f"adapted={adapted!r} is not a file; give a .keras backbone saved by pretrain")
+    try:
+        model = keras.models.load_model(adapted, compile=False)
+    except Exception as error:  # Keras raises many kinds for a file that is no model
+        raise ValueError(f"adapted={adapted!r} could not be loaded as a Keras model: {error}") from None
+    if tuple(model.input_shape[1:]) != tuple(base_model.input_shape[1:]):
+        raise ValueError(f"adapted={adapted!r} takes images of shape {tuple(model.input_shape[1:])} but the backbone "
+                         f"benchmarked takes {tuple(base_model.input_shape[1:])}; give the same --size")
+    saved = (read_model_metadata(adapted) or {}).get("preprocess")
+    used = preprocessing_name(preprocess_input)
+    if saved is not None and saved != used:
+        raise ValueError(f"adapted={adapted!r} was adapted with preprocess={saved!r} but the benchmark feeds "
+                         f"preprocess={used!r}; give --preprocess {saved}")
+    return model
+
+
+class _LabelledSplits:
+    """The train / val / test parts of the data as classifier generators, with their classes.
+
+    Checks, before any training, that every class of val and test has
+    training images and that there is a test split.
+    """
+
+    def __init__(self, parts, input_shape, preprocess_input):
+        height, width, channels = input_shape
+        self.parts = parts
+        self.options = dict(width=width, height=height, channels=channels, preprocess_input=preprocess_input)
+        sources = {name: ImageSource(part, width, height, channels) for name, part in parts.items()
+                   if part is not None}
+        self.sizes = {name: source.n_images for name, source in sources.items()}
+        if any(source.labels is None for source in sources.values()):
+            raise ValueError("the benchmark needs labelled images (a class subfolder, a label column or labels "
+                             "beside the arrays); SimCLR alone needs none: use pretrain")
+        labels = {name: set(source.labels.tolist()) for name, source in sources.items() if source.n_images}
+        trained = labels.get("train", set())
+        for name, classes in labels.items():
+            unknown = sorted(classes - trained, key=str)
+            if unknown:
+                raise ValueError(f"class {unknown[0]!r} of the {name} split has no training images, so no "
+                                 f"classifier can learn it; the training classes are {sorted(trained, key=str)}")
+        if "test" not in labels:
+            raise ValueError("the benchmark needs a test split; give data with a 'test' part or split share")
+        if len(trained) < 2:
+            raise ValueError(f"the benchmark needs at least 2 classes with training images; the training split has "
+                             f"{len(trained)}: {sorted(trained, key=str)}")
+        self._sources = sources
+        self.classes = sorted(set().union(*labels.values()))
+        self.data = {name: self.generator(parts[name]) for name in labels}
+        self.train_labels = self.data["train"].labels
+
+    def check_decodable(self):
+        """Read every image once, so that a corrupt file is named before any training."""
+        for source in self._sources.values():
+            source.check_decodable()
+
+    def generator(self, part, shuffle=False, seed=0):
+        return DataGeneratorClass(part, batch_size=32, classes=self.classes, shuffle=shuffle, seed=seed,
+                                  **self.options)
+
+    def train_subset(self, subset, seed):
+        """The labelled training images of `subset`, shuffled with `seed`."""
+        return self.generator(take_rows(self.parts["train"], subset), shuffle=True, seed=seed)
+
+
+def _clone(base_model):
+    model = keras.models.clone_model(base_model)
+    model.set_weights(base_model.get_weights())
+    return model
 
 
 def _cell_key(stage, fraction, run, classifier, pretrain_run):
@@ -293,40 +389,3 @@ def _cell_key(stage, fraction, run, classifier, pretrain_run):
 def _record_key(record):
     return _cell_key(record["stage"], record["fraction"], record["run"], record["classifier"],
                      record.get("pretrain_run"))
-
-
-def _add_record(state, record):
-    """Keep a finished cell, and write results.json at once: an interruption loses at most the cell under way."""
-    state["records"].append(record)
-    state["done"].add(_record_key(record))
-    state["save"]()
-
-
-def _resume_from(out, settings, state):
-    """Take the finished cells of the benchmark in `out`, which must have the same settings."""
-    path = os.path.join(out, "results.json")
-    if not os.path.exists(path):
-        return
-    try:
-        with open(path) as file:
-            previous = json.load(file)
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"cannot resume from {path!r}: {error}") from None
-    differing = sorted(key for key in set(settings) | set(previous.get("settings", {}))
-                       if json.loads(json.dumps(settings.get(key))) != previous.get("settings", {}).get(key))
-    if differing:
-        raise ValueError(f"cannot resume the benchmark in {out!r}: its settings differ in {differing}; "
-                         "use the same settings or another --out")
-    state["records"], state["durations"] = previous["records"], previous.get("durations_s", {})
-    state["done"] = {_record_key(record) for record in state["records"]}
-    logger.info("resuming the benchmark in %s: %d cells done", out, len(state["records"]))
-
-
-def _size_of(part):
-    if part is None:
-        return 0
-    return len(part[0]) if isinstance(part, tuple) else len(part)
-
-
-def _labels_of(part):
-    return set(np.asarray(part[1]).tolist()) if isinstance(part, tuple) else set(part["class_label"])

@@ -7,22 +7,24 @@ import pandas as pd
 
 from data_generators import DataGeneratorClass, atomic_output, load_frame
 from evaluation.features import extract_features
-from simclr_wrap.backbones import load_backbone
+from simclr_wrap.backbones import Backbone
+from simclr_wrap.callbacks import read_model_metadata
 
 EMBEDDING_SUFFIXES = (".csv", ".npy")
 
 
-def export_embeddings(data, backbone, out, *, weights=None, size=80, preprocess="auto", pooling="avg", batch_size=64):
+def export_embeddings(data, backbone, out, *, pooling=None, batch_size=64):
     """Write the pooled embedding of every image of `data`, with its file name and label.
 
     Args:
         data: a folder of class subfolders, a split CSV or a DataFrame.
-        backbone: a `load_backbone` name or `.keras` path.
+        backbone: a `Backbone`, or what `Backbone.of` takes (a name, a
+            `.keras` path, a model).
         out: a `.csv` file (columns filename, label, split when known, then
             e0, e1, ...) or a `.npy` file (the (N, D) array; the file names
             and labels go to `<out>.index.csv` beside it, row for row).
-        weights, size, preprocess: as in `load_backbone`.
-        pooling: "flatten", "avg" or "max".
+        pooling: "flatten", "avg" or "max"; None for the pooling a `.keras`
+            backbone was adapted with (saved in it by `pretrain`), else "avg".
         batch_size: images per `predict` batch.
 
     Returns:
@@ -34,9 +36,14 @@ def export_embeddings(data, backbone, out, *, weights=None, size=80, preprocess=
     if os.path.isdir(out):
         raise IsADirectoryError(f"--out {out!r} is an existing folder, not a file")
     frame = load_frame(data).reset_index(drop=True)
-    base_model, preprocess_input = load_backbone(backbone, (size, size, 3), weights, preprocess)
-    images = DataGeneratorClass(frame, batch_size=batch_size, width=size, height=size,
-                                channels=base_model.input_shape[-1], preprocess_input=preprocess_input)
+    spec = Backbone.of(backbone)
+    base_model, preprocess_input = spec.load()
+    if pooling is None:
+        saved = read_model_metadata(spec.source) if isinstance(spec.source, str) else None
+        pooling = (saved or {}).get("pooling", "avg")
+    height, width, channels = base_model.input_shape[1:]
+    images = DataGeneratorClass(frame, batch_size=batch_size, width=width, height=height, channels=channels,
+                                preprocess_input=preprocess_input)
     embeddings, _ = extract_features(base_model, images, pooling)
     index = frame[[c for c in ("filename", "class_label", "split") if c in frame.columns]].rename(
         columns={"class_label": "label"})

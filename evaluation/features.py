@@ -44,6 +44,10 @@ def extract_features(base_model, data, pooling="flatten", verbose=0):
         `(features, labels)`: float32 (N, D) and int (N,) arrays.
     """
     if getattr(data, "shuffle", False) or getattr(data, "augmentation", None) is not None:
-        raise ValueError("extract_features needs data without shuffle or augmentation, so that features match labels")
+        raise ValueError(
+            "Expected data without shuffle or augmentation, so that features match labels. "
+            f"Received: data with shuffle={getattr(data, 'shuffle', False)}, "
+            f"augmentation={getattr(data, 'augmentation', None)!r}"
+        )
     features = feature_extractor(base_model, pooling).predict(data, verbose=verbose)
     return features.astype(np.float32), np.asarray(data.labels)

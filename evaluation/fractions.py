@@ -2,41 +2,13 @@
 
 import logging
 import math
-import numbers
 from fractions import Fraction
 
 import numpy as np
 
+from data_generators.checks import check_integer, check_number
+
 logger = logging.getLogger(__name__)
-
-
-def _shown(value):
-    # Numbers as they print (0, not np.int64(0)); anything else quoted, so that "0" differs from 0.
-    return value if isinstance(value, numbers.Number) and not isinstance(value, bool) else repr(value)
-
-
-def check_int(value, name, minimum):
-    """Return `value` as an int, or raise naming `name` if it is not an int >= `minimum`.
-
-    Args:
-        value: the value to check; bools are refused (True is not a count).
-        name: the argument's name, for the error message.
-        minimum: the smallest allowed value.
-
-    Returns:
-        `int(value)`.
-
-    Example:
-    >>> check_int(3, "k", 1)
-    3
-    >>> check_int(0, "k", 1)
-    Traceback (most recent call last):
-    ...
-    ValueError: k must be an int >= 1, got k=0
-    """
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {name}={_shown(value)}")
-    return int(value)
 
 
 def check_labels(labels, name="labels"):
@@ -49,15 +21,24 @@ def check_labels(labels, name="labels"):
     Returns:
         A 1-D `np.ndarray`.
 
+    Raises:
+        TypeError: `labels` is not a sequence (a single label, None).
+        ValueError: it is empty or not 1-D.
+
     Example:
     >>> check_labels(["cat", "dog"]).tolist()
     ['cat', 'dog']
+    >>> check_labels([])
+    Traceback (most recent call last):
+    ...
+    ValueError: Expected labels to be a non-empty 1-D sequence of class labels. Received: labels of shape (0,)
     """
+    expected = f"Expected {name} to be a non-empty 1-D sequence of class labels"
     array = np.asarray(labels)
-    if array.ndim != 1:
-        raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
-    if array.size == 0:
-        raise ValueError(f"{name} must not be empty")
+    if array.ndim == 0:
+        raise TypeError(f"{expected}. Received: {name}={labels!r}")
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"{expected}. Received: {name} of shape {array.shape}")
     return array
 
 
@@ -71,19 +52,20 @@ def check_fraction(fraction, name="fraction"):
     Returns:
         `float(fraction)`.
 
+    Raises:
+        TypeError: `fraction` is not a number (or is NaN).
+        ValueError: it is outside (0, 1].
+
     Example:
     >>> check_fraction(0.2)
     0.2
     >>> check_fraction(0)
     Traceback (most recent call last):
     ...
-    ValueError: fraction must be in (0, 1], got fraction=0
+    ValueError: Expected fraction to be a number > 0 and <= 1 (a share of the training labels). Received: fraction=0
     """
-    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real):
-        raise ValueError(f"{name} must be a number in (0, 1], got {name}={_shown(fraction)}")
-    if not 0 < fraction <= 1:  # also False for NaN
-        raise ValueError(f"{name} must be in (0, 1], got {name}={_shown(fraction)}")
-    return float(fraction)
+    return check_number(name, fraction, minimum=0, maximum=1, exclusive_minimum=True,
+                        why="a share of the training labels")
 
 
 def _allocate(counts, fraction, classes):
@@ -143,8 +125,9 @@ def label_subset(labels, fraction, seed=0):
         Sorted int indices into `labels`.
 
     Raises:
-        ValueError: naming the argument at fault, or naming a class that the
-            fraction leaves without an image (fewer labels than classes).
+        TypeError: naming an argument of the wrong type.
+        ValueError: naming an argument out of range, or naming a class that
+            the fraction leaves without an image (fewer labels than classes).
 
     Example:
     >>> labels = ["cat"] * 6 + ["dog"] * 4
@@ -156,7 +139,7 @@ def label_subset(labels, fraction, seed=0):
     """
     labels = check_labels(labels)
     fraction = check_fraction(fraction)
-    seed = check_int(seed, "seed", 0)
+    seed = check_integer("seed", seed, minimum=0)
     classes, codes = np.unique(labels, return_inverse=True)
     allocation = _allocate(np.bincount(codes), fraction, classes)
     logger.debug("fraction %g of %d labels: %s", fraction, len(labels),
@@ -191,7 +174,7 @@ def parse_fractions(text):
         try:
             value = float(item[:-1]) / 100 if item.endswith("%") else float(item)
             value = check_fraction(value, "--fractions")
-        except ValueError:
+        except (TypeError, ValueError):
             raise ValueError(
                 f"--fractions must be comma-separated shares in (0, 1] such as 1.0,0.2,0.05 or 100%,20%,5%; "
                 f"got {item!r} in {text!r}"

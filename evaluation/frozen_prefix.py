@@ -7,18 +7,24 @@ gradual unfreezing can compute them once and train the rest of the model
 gradients, at the cost of one forward pass of the prefix instead of one per
 epoch. The suffix model shares its layers (and so its weights) with the full
 classifier, so training it trains the classifier.
+
+This module knows nothing of the classifier's head: its caller passes the
+head as a model from the backbone's output to the class probabilities.
 """
 
 import logging
 import math
+from typing import NamedTuple
 
 import keras
 import numpy as np
 
+from simclr_wrap.keras_compat import layer_nodes_in_graph
+from simclr_wrap.unfreezing import layer_paths
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_CACHE_BYTES = 2 * 1024**3  # activations of train and validation together, float32
-HEAD_LAYERS = ("pooling", "head_batchnorm", "hidden", "predictions")
 
 
 def chain_start(backbone):
@@ -27,6 +33,8 @@ def chain_start(backbone):
     Layers from that index on each take exactly one tensor, the previous
     layer's output, so the model can be cut in front of any of them and the
     rest rebuilt on a new input. Residual or branching blocks end the chain.
+    A nested model is one layer of the chain (its output, in the backbone's
+    graph, feeds the next layer); `FrozenPrefix` may cut inside it.
 
     Args:
         backbone: a built functional or Sequential Keras model.
@@ -43,34 +51,89 @@ def chain_start(backbone):
     >>> chain_start(keras.Model(inputs, outputs))  # the Add joins two branches: cut after it
     4
     """
-    layers = backbone.layers
-    start = len(layers)
+    start = _chain_start(backbone)
+    return len(backbone.layers) if start is None else start
+
+
+def _one(tensors):
+    """The tensor of a one-tensor list, else None."""
+    tensors = list(tensors) if isinstance(tensors, (list, tuple)) else [tensors]
+    return tensors[0] if len(tensors) == 1 else None
+
+
+def _chain_start(model):
+    """As `chain_start`, but None when the last layer does not give the model's one output."""
+    layers, nodes = model.layers, layer_nodes_in_graph(model)
     try:
-        if backbone.outputs[0] is not layers[-1].output:
-            return start
-        for index in range(len(layers) - 1, 0, -1):
-            # Node 0 is the layer's call in the backbone itself; later nodes are other models' calls.
-            inputs = layers[index]._inbound_nodes[0].input_tensors
-            if len(inputs) != 1 or inputs[0] is not layers[index - 1].output:
-                break
-            start = index
-    except (AttributeError, IndexError, ValueError):  # not a graph of layers we can read
-        return len(layers)
+        if not nodes or nodes[-1] is None or len(model.outputs) != 1:
+            return None
+        if _one(nodes[-1].output_tensors) is not model.outputs[0]:
+            return None
+    except (AttributeError, ValueError):  # not a graph of layers we can read
+        return None
+    start = len(layers)
+    for index in range(len(layers) - 1, 0, -1):
+        node, previous = nodes[index], nodes[index - 1]
+        if node is None or previous is None:
+            break
+        taken, given = _one(node.input_tensors), _one(previous.output_tensors)
+        if taken is None or taken is not given:
+            break
+        start = index
     return start
 
 
+def _split(model, path):
+    """Cut `model` in front of the layer at `path` (as `layer_paths` gives it): `(prefix, suffix)`, or None.
+
+    `prefix` is a model from `model`'s input to the activations in front of
+    the cut; `suffix` the list of layers that, called one after the other on
+    those activations, give `model`'s output. A cut inside a nested model
+    is made in it, recursively: its prefix ends the outer prefix, its
+    layers after the cut start the suffix. None where a branch or a residual
+    block spans the cut, at any level.
+    """
+    layers = model.layers
+    try:
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            return None
+    except (AttributeError, ValueError):
+        return None
+    index, inner = path[0], path[1:]
+    if index == len(layers):  # only what follows the model trains
+        return keras.Model(model.inputs[0], model.outputs[0], name=f"{model.name}_frozen_prefix"), []
+    start, nodes = _chain_start(model), layer_nodes_in_graph(model)
+    if start is None or nodes is None:
+        return None
+    if not any(inner):  # in front of a layer of `model`, or of a nested model's first layer
+        if index == 0 or start > index or nodes[index - 1] is None:
+            return None
+        cached = _one(nodes[index - 1].output_tensors)
+        prefix = keras.Model(model.inputs[0], cached, name=f"{model.name}_frozen_prefix")
+        return prefix, list(layers[index:])
+    nested = layers[index]
+    if start > index + 1 or nodes[index] is None or _one(nodes[index].input_tensors) is None:
+        return None
+    cut = _split(nested, inner)
+    if cut is None:
+        return None
+    nested_prefix, nested_suffix = cut
+    prefix = keras.Model(model.inputs[0], nested_prefix(_one(nodes[index].input_tensors)),
+                         name=f"{model.name}_frozen_prefix")
+    return prefix, nested_suffix + list(layers[index + 1:])
+
+
 def _cut(backbone, first_unfrozen):
-    """Where to cut `backbone` for a round that trains `layers[first_unfrozen:]`, or None.
+    """`(prefix, suffix layers)` for a round that trains `flat_layers(backbone)[first_unfrozen:]`, or None.
 
     None when the layers in front of the cut hold no weights (nothing to
     save) or when a residual block spans the cut.
     """
-    layers = backbone.layers
-    if not any(layer.weights for layer in layers[:first_unfrozen]):
+    paths = layer_paths(backbone)
+    if not any(layer.weights for _, layer in paths[:first_unfrozen]):
         return None
-    if first_unfrozen == len(layers) or chain_start(backbone) <= first_unfrozen:
-        return first_unfrozen
-    return None
+    path = paths[first_unfrozen][0] if first_unfrozen < len(paths) else (len(backbone.layers),)
+    return _split(backbone, path)
 
 
 def cacheable(data):
@@ -89,39 +152,42 @@ def cacheable(data):
     return isinstance(data, keras.utils.PyDataset) and hasattr(data, "augmentation") and data.augmentation is None
 
 
-class FrozenPrefixCache:
-    """The frozen prefix of a classifier's backbone, its cached activations and the suffix model.
+class FrozenPrefix:
+    """A backbone cut in front of its first unfrozen layer: the frozen prefix and the suffix that trains.
 
     Args:
-        model: a classifier of `evaluation.finetune.classifier_model`.
-        backbone_name: the name of its backbone layer.
-        first_unfrozen: index in the backbone's layers of the first layer
-            that trains this round (`len(layers)` when only the head trains).
+        backbone: the classifier's backbone (a functional or Sequential
+            model, its layer in the classifier).
+        head: a model from the backbone's output to the class
+            probabilities that shares its layers with the classifier, as
+            `evaluation.finetune.classifier_head` gives.
+        first_unfrozen: index in `flat_layers(backbone)` (the backbone's
+            layers, those of nested models counted in their place, as
+            `first_unfrozen_index` gives it) of the first layer that trains
+            this round (`len(flat_layers(backbone))` when only the head
+            trains).
 
     Attributes:
-        cut: index of the first backbone layer of the suffix, or None when
-            the backbone cannot be cut there (see `available`).
+        cut: `first_unfrozen`, or None when the backbone cannot be cut there
+            (see `available`). The cut may fall inside a nested model.
         prefix: the model from images to the activations in front of `cut`.
         suffix: the model from those activations to the class
-            probabilities; it shares its layers with `model`.
+            probabilities: the backbone's layers from `cut` on, then `head`;
+            it shares its layers with the classifier.
     """
 
-    def __init__(self, model, backbone_name, first_unfrozen):
-        backbone = model.get_layer(backbone_name)
-        layers = backbone.layers
-        self.cut = _cut(backbone, first_unfrozen)
-        self.prefix = self.suffix = None
-        if self.cut is None:
+    def __init__(self, backbone, head, first_unfrozen):
+        cut = _cut(backbone, first_unfrozen)
+        self.cut = self.prefix = self.suffix = None
+        if cut is None:
             return
-        cached = backbone.outputs[0] if self.cut == len(layers) else layers[self.cut - 1].output
-        self.prefix = keras.Model(backbone.inputs[0], cached, name=f"{backbone_name}_frozen_prefix")
-        inputs = keras.Input(cached.shape[1:], name="frozen_activations")
+        self.cut = first_unfrozen
+        self.prefix, layers = cut
+        inputs = keras.Input(self.prefix.output.shape[1:], name="frozen_activations")
         x = inputs
-        for layer in layers[self.cut:]:
+        for layer in layers:
             x = layer(x)
-        for name in HEAD_LAYERS:
-            x = model.get_layer(name)(x)
-        self.suffix = keras.Model(inputs, x, name=f"{model.name}_suffix")
+        self.suffix = keras.Model(inputs, head(x), name=f"{backbone.name}_suffix")
 
     @property
     def available(self):
@@ -149,6 +215,22 @@ class FrozenPrefixCache:
                 outputs.append(keras.ops.convert_to_numpy(self.prefix(images[start:start + 64], training=False)))
             labels.append(np.asarray(one_hot, np.float32))
         return np.concatenate(outputs).astype(np.float32), np.concatenate(labels)
+
+
+class CachedRound(NamedTuple):
+    """What a round trains from cached activations: the suffix model and its data.
+
+    Attributes:
+        suffix: the `FrozenPrefix.suffix` model that trains.
+        train: `(activations, one_hot)` of the training data.
+        val: `(activations, one_hot)` of the validation data.
+        cut: index in `flat_layers` of the first backbone layer of the suffix.
+    """
+
+    suffix: keras.Model
+    train: tuple
+    val: tuple
+    cut: int
 
 
 class ShuffledArrays(keras.utils.PyDataset):
@@ -187,8 +269,8 @@ class ShuffledArrays(keras.utils.PyDataset):
         self._order = self._draw_order()
 
 
-def round_cache(model, backbone_name, first_unfrozen, train_data, val_data, max_bytes=DEFAULT_CACHE_BYTES):
-    """A `FrozenPrefixCache` with the activations of `train_data` and `val_data`, or None.
+def round_cache(backbone, head, first_unfrozen, train_data, val_data, max_bytes=DEFAULT_CACHE_BYTES):
+    """The suffix model and the cached activations of `train_data` and `val_data`, or None.
 
     None (train end to end) when the data may be augmented, the backbone
     cannot be cut in front of its first unfrozen layer, or the activations
@@ -197,31 +279,31 @@ def round_cache(model, backbone_name, first_unfrozen, train_data, val_data, max_
     stale activations are never reused.
 
     Args:
-        model, backbone_name, first_unfrozen: as in `FrozenPrefixCache`.
-        train_data, val_data: as in `finetune_classifier`.
+        backbone, head, first_unfrozen: as in `FrozenPrefix`.
+        train_data, val_data: as in `evaluation.finetune.FineTunedClassifier.fit`.
         max_bytes: the most memory the activations may take.
 
     Returns:
-        The cache, with `train` and `val` set to `(activations, one_hot)`,
-        or None.
+        A `CachedRound`, or None.
     """
     if not (cacheable(train_data) and cacheable(val_data)):
         logger.info("training end to end: the training or validation data may be augmented")
         return None
-    cache = FrozenPrefixCache(model, backbone_name, first_unfrozen)
-    if not cache.available:
-        logger.info("training end to end: nothing frozen to cache, or a residual block spans layer %d of %r",
-                    first_unfrozen, backbone_name)
+    frozen = FrozenPrefix(backbone, head, first_unfrozen)
+    if not frozen.available:
+        logger.info("training end to end: nothing frozen to cache, or a branch or residual block spans "
+                    "layer %d of %r (layers of nested models counted)",
+                    first_unfrozen, backbone.name)
         return None
-    needed = cache.bytes_per_image() * (_n_images(train_data) + _n_images(val_data))
+    needed = frozen.bytes_per_image() * (_n_images(train_data) + _n_images(val_data))
     if needed > max_bytes:
         logger.info("training end to end: cached activations would take %.0f MB, above the %.0f MB allowed",
                     needed / 2**20, max_bytes / 2**20)
         return None
-    cache.train, cache.val = cache.activations(train_data), cache.activations(val_data)
+    cached = CachedRound(frozen.suffix, frozen.activations(train_data), frozen.activations(val_data), frozen.cut)
     logger.info("training from cached activations of the first %d layers of %r (%.0f MB)",
-                cache.cut, backbone_name, needed / 2**20)
-    return cache
+                frozen.cut, backbone.name, needed / 2**20)
+    return cached
 
 
 def _n_images(data):

@@ -4,7 +4,7 @@ import logging
 
 import numpy as np
 
-from evaluation.fractions import check_int
+from data_generators.checks import check_integer
 from evaluation.linear import check_features, check_features_labels, check_fitted
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class KNNProbe:
     """
 
     def __init__(self, *, k=20):
-        self.k = check_int(k, "k", 1)
+        self.k = check_integer("k", k, minimum=1)
 
     def fit(self, features, labels):
         """Store the L2-normalised `features` and their `labels`.

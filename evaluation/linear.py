@@ -11,7 +11,8 @@ from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from evaluation.fractions import check_int, check_labels
+from data_generators.checks import check_integer
+from evaluation.fractions import check_labels
 
 logger = logging.getLogger(__name__)
 
@@ -26,28 +27,39 @@ def check_features(features, n_features=None):
     Returns:
         A 2-D floating `np.ndarray` (float32 input stays float32).
 
+    Raises:
+        TypeError: the features are not real numbers.
+        ValueError: not 2-D, empty, not finite, or of another dimension
+            than `n_features`.
+
     Example:
     >>> check_features([[1, 2], [3, 4]]).dtype
     dtype('float64')
     >>> check_features([1, 2])
     Traceback (most recent call last):
     ...
-    ValueError: features must be 2-D (samples, dimensions), got shape (2,)
+    ValueError: Expected features to be 2-D (samples, dimensions). Received: features of shape (2,)
     """
     array = np.asarray(features)
-    if array.ndim != 2:
-        raise ValueError(f"features must be 2-D (samples, dimensions), got shape {array.shape}")
-    if 0 in array.shape:
-        raise ValueError(f"features must hold at least one sample of at least one dimension, got shape {array.shape}")
     if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-        raise ValueError(f"features must be real numbers, got dtype {array.dtype}")
+        raise TypeError(f"Expected features to be real numbers. Received: features of dtype {array.dtype}")
+    if array.ndim != 2:
+        raise ValueError(
+            f"Expected features to be 2-D (samples, dimensions). Received: features of shape {array.shape}"
+        )
+    if 0 in array.shape:
+        raise ValueError(
+            "Expected features to hold at least one sample of at least one dimension. "
+            f"Received: features of shape {array.shape}"
+        )
     if not np.issubdtype(array.dtype, np.floating):
         array = array.astype(np.float64)
     if not np.isfinite(array).all():
-        raise ValueError("features must be finite, got NaN or infinity")
+        raise ValueError("Expected features to be finite. Received: features with NaN or infinity")
     if n_features is not None and array.shape[1] != n_features:
         raise ValueError(
-            f"features must have the {n_features} dimensions the probe was fitted on, got {array.shape[1]}"
+            f"Expected features to have the {n_features} dimensions the probe was fitted on. "
+            f"Received: features of {array.shape[1]} dimensions"
         )
     return array
 
@@ -84,27 +96,30 @@ def check_features_labels(features, labels, n_features=None):
     >>> check_features_labels([[0.0], [1.0]], ["a"])
     Traceback (most recent call last):
     ...
-    ValueError: labels must have one entry per row of features, got 1 labels for 2 rows
+    ValueError: Expected labels to have one entry per row of features (2 rows). Received: 1 labels
     """
     features = check_features(features, n_features)
     labels = check_labels(labels)
     if len(labels) != len(features):
         raise ValueError(
-            f"labels must have one entry per row of features, got {len(labels)} labels for {len(features)} rows"
+            f"Expected labels to have one entry per row of features ({len(features)} rows). "
+            f"Received: {len(labels)} labels"
         )
     return features, labels
 
 
 def _c_grid(Cs):
     """The candidate inverse regularisation strengths: an int gives that many from 1e-4 to 1e4 (log-spaced)."""
+    expected = "Expected Cs to be an integer >= 1 or a non-empty sequence of positive finite numbers"
     if isinstance(Cs, numbers.Integral) and not isinstance(Cs, bool):
-        return np.logspace(-4, 4, check_int(Cs, "Cs", 1))
+        if Cs < 1:
+            raise ValueError(f"{expected}. Received: Cs={Cs}")
+        return np.logspace(-4, 4, int(Cs))
     grid = np.asarray(Cs, dtype=object)
-    if (
-        grid.ndim != 1 or grid.size == 0
-        or not all(isinstance(c, numbers.Real) and not isinstance(c, bool) and 0 < c < np.inf for c in grid)
-    ):
-        raise ValueError(f"Cs must be an int >= 1 or a non-empty sequence of positive finite numbers, got Cs={Cs!r}")
+    if grid.ndim != 1 or not all(isinstance(c, numbers.Real) and not isinstance(c, bool) for c in grid):
+        raise TypeError(f"{expected}. Received: Cs={Cs!r}")
+    if grid.size == 0 or not all(0 < c < np.inf for c in grid):
+        raise ValueError(f"{expected}. Received: Cs={Cs!r}")
     return grid.astype(np.float64)
 
 
@@ -155,9 +170,9 @@ class LinearProbe:
     def __init__(self, *, Cs=10, cv=5, max_iter=2000, seed=0):
         self._grid = _c_grid(Cs)
         self.Cs = Cs
-        self.cv = check_int(cv, "cv", 2)
-        self.max_iter = check_int(max_iter, "max_iter", 1)
-        self.seed = check_int(seed, "seed", 0)
+        self.cv = check_integer("cv", cv, minimum=2)
+        self.max_iter = check_integer("max_iter", max_iter, minimum=1)
+        self.seed = check_integer("seed", seed, minimum=0)
 
     def fit(self, features, labels):
         """Choose C by cross-validation on `(features, labels)`, then fit on all of them.
@@ -172,7 +187,7 @@ class LinearProbe:
         features, labels = check_features_labels(features, labels)
         classes, counts = np.unique(labels, return_counts=True)
         if len(classes) < 2:
-            raise ValueError(f"labels must hold at least 2 classes, got only {classes[0].item()!r}")
+            raise ValueError(f"Expected labels to hold at least 2 classes. Received: only class {classes[0].item()!r}")
         pipeline = make_pipeline(
             StandardScaler(), LogisticRegression(max_iter=self.max_iter, random_state=self.seed)
         )

@@ -6,8 +6,9 @@ import math
 import keras
 import numpy as np
 
+from data_generators.checks import check_integer
 from evaluation.features import extract_features
-from evaluation.fractions import check_fraction, check_int, label_subset
+from evaluation.fractions import check_fraction, label_subset
 from evaluation.linear import LinearProbe
 
 logger = logging.getLogger(__name__)
@@ -54,8 +55,8 @@ class OnlineLinearProbe(keras.callbacks.Callback):
 
         self.base_model, self.pooling = base_model, pooling
         self.fraction = check_fraction(fraction)
-        self.every = check_int(every, "every", 1)
-        self.seed = check_int(seed, "seed", 0)
+        self.every = check_integer("every", every, minimum=1)
+        self.seed = check_integer("seed", seed, minimum=0)
         options = dict(batch_size=64, width=width, height=height, channels=channels, preprocess_input=preprocess_input)
         labelled = DataGeneratorClass(train, **options)  # reads labels only; images when a batch is asked for
         subset = label_subset(labelled.labels, self.fraction, seed=self.seed)

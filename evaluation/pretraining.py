@@ -1,27 +1,37 @@
 """One path from image files to an adapted backbone: data, views, SimCLR rounds."""
 
+import importlib.util
+import json
 import logging
 import os
+
+import keras
 
 from data_generators import (
     DataGeneratorSimCLR,
     SimCLRAugmentation,
-    load_frame,
-    read_images,
     save_augmentation_grid,
     split_sources,
 )
-from data_generators.files import check_output_folder
+from data_generators.checks import check_integer
+from data_generators.files import atomic_output, check_run_folder, staged_folder
+from data_generators.sources import ImageSource
+from data_generators.visualize import images_from_every_class
 from evaluation.monitors import OnlineLinearProbe
 from evaluation.report import plot_training_curves
 from simclr_wrap import SimCLR
-from simclr_wrap.backbones import get_preprocessing, load_backbone
-from simclr_wrap.distribute import strategy_scope
+from simclr_wrap.backbones import Backbone, preprocessing_name
+from simclr_wrap.model import check_options
+from simclr_wrap.unfreezing import flat_layers
 
 logger = logging.getLogger(__name__)
 
 ALL_LAYERS = "all"
 VAL_FRACTION = TEST_FRACTION = 0.15
+DEFAULT_SCHEDULE = ((1, 1e-4, 5), (2, 1e-5, 5))
+# Set by `pretrain` from its own arguments, not taken from the `simclr` options.
+SET_BY_PRETRAIN = ("save_path", "num_of_unfrozen_layers", "lr", "input_shape")
+CONFIG_FILE = "pretrain_config.json"
 
 
 def parse_schedule(text):
@@ -47,13 +57,13 @@ def parse_schedule(text):
 
 
 def resolve_all_layers(schedule, base_model):
-    """Replace "all" in a schedule by the backbone's number of layers.
+    """Replace "all" in a schedule by the backbone's number of layers (nested models' layers included).
 
     Entries that are not rounds pass through unchanged, so that
     `check_schedule` reports them with their round number.
     """
     return [
-        (len(base_model.layers), *entry[1:])
+        (len(flat_layers(base_model)), *entry[1:])
         if isinstance(entry, (tuple, list)) and len(entry) > 0 and entry[0] == ALL_LAYERS else entry
         for entry in schedule
     ]
@@ -71,11 +81,23 @@ def split_for_pretraining(data, batch_size, seed=0):
     """
     if isinstance(data, dict):
         return split_sources(data)
-    n_images = len(data[0]) if isinstance(data, tuple) else len(load_frame(data))
-    # Capped at half: with too few images for two batches the generators
-    # report batch_size against the images there are.
+    n_images = ImageSource(data, width=1, height=1).n_images  # counts; reads no image
     val_fraction = min(max(VAL_FRACTION, batch_size / n_images), 0.5)
-    return split_sources(data, val_fraction, TEST_FRACTION, seed)
+    parts = split_sources(data, val_fraction, TEST_FRACTION, seed)
+    sizes = {name: ImageSource(part, width=1, height=1).n_images for name, part in parts.items() if part is not None}
+    available = n_images - sizes.get("test", 0)
+    if sizes.get("train", 0) < batch_size or sizes.get("val", 0) < batch_size:
+        raise ValueError(
+            f"Expected batch_size to be at most {available // 2}: the {n_images} images keep {sizes.get('test', 0)} "
+            f"for testing, and SimCLR needs one batch for training and one for validation out of the other "
+            f"{available}. Received: batch_size={batch_size}"
+        )
+    if val_fraction > VAL_FRACTION:
+        logger.warning(
+            "the validation split is raised from %d %% to %d %% of the %d images so that it holds one batch of "
+            "%d: %d images for training, %d for validation", round(100 * VAL_FRACTION), round(100 * val_fraction),
+            n_images, batch_size, sizes["train"], sizes["val"])
+    return parts
 
 
 def pretrain(
@@ -83,113 +105,173 @@ def pretrain(
     backbone,
     out,
     *,
-    weights=None,
-    size=80,
-    preprocess="auto",
-    schedule=((1, 1e-4, 5), (2, 1e-5, 5)),
-    batch_size=32,
-    temperature=0.1,
-    feat_dims=(2048, 128),
-    pooling="flatten",
+    schedule=DEFAULT_SCHEDULE,
+    simclr=None,
     augmentation=None,
+    probe=None,
     seed=0,
     workers=1,
-    probe_every=0,
-    probe_fraction=0.1,
-    positives="view",
-    queue_size=10000,
     resume=False,
+    overwrite=False,
+    tensorboard=None,
     strategy=None,
     verbose="auto",
 ):
     """Adapt a backbone to `data` with a SimCLR schedule and write the results.
 
+    Everything that can be checked is checked before the first step: the
+    options, the schedule against the backbone, the split against the batch
+    size, and that every training and validation image decodes.
+
     Writes to `out`: `base_model_round_{k}.keras` after each round,
     `base_model.keras` (the adapted backbone), `simclr_best.keras`,
-    `history.csv`, `training_curves.png` and `augmentations.png`.
+    `history.csv`, `training_curves.png`, `augmentations.png` and
+    `pretrain_config.json` (the backbone's source, image shape and
+    preprocessing, the SimCLR and augmentation configs, the schedule and
+    seed: how the backbone was adapted and how to feed it). Each backbone
+    file also carries its image shape, pooling and preprocessing inside
+    (`simclr_wrap.callbacks.read_model_metadata`), which `load_backbone`
+    and `embed` use.
 
     Args:
         data: what `split_sources` takes; SimCLR trains on the "train"
-            part and validates on "val", without labels; "test" is unused.
-        backbone: a `load_backbone` name or `.keras` path, or a Keras model.
+            part and validates on "val", without labels; "test" is never read.
+        backbone: a `Backbone`, or what `Backbone.of` takes (a name, a
+            `.keras` path or a Keras model; its config dict).
         out: output folder (created; must not be a file).
-        weights, preprocess: as in `load_backbone` (preprocess is also
-            used with a model given directly; "auto" is then "unit").
-        size: image side in pixels; images are resized to size x size.
         schedule: `(num_of_unfrozen_layers, lr, epochs)` rounds; "all"
             unfreezes every layer.
-        batch_size, temperature, feat_dims, pooling: as in `SimCLR`.
-        augmentation: a `SimCLRAugmentation` (default: its defaults).
-        seed: seed of the split, the views and the head.
+        simclr: `SimCLR` options as a dict (`SimCLR.default_config()` lists
+            them with their defaults): batch size, temperature, head,
+            optimizer, pooling, NNCLR, patience, ... `save_path` is `out`,
+            `num_of_unfrozen_layers` and `lr` come from the first round and
+            `input_shape` from the backbone; `seed` defaults to `seed`.
+        augmentation: a `SimCLRAugmentation` or its config dict (default:
+            its defaults).
+        probe: options of an `OnlineLinearProbe` as a dict (`every`,
+            `fraction`), or None for none: every `every` epochs a linear
+            probe on `fraction` of the training labels logs its validation
+            accuracy (`val_probe_accuracy`). Needs labelled data.
+        seed: seed of the split, the views and (unless `simclr` sets it) the
+            projection head.
         workers: data-loading threads.
-        probe_every: every that many epochs, an `OnlineLinearProbe` fits a
-            linear classifier on `probe_fraction` of the training labels and
-            logs its validation accuracy (`val_probe_accuracy`); 0 for none.
-            Needs labelled data; the test split is never read.
-        probe_fraction: share of the training labels the probe sees.
-        positives, queue_size: SimCLR ("view") or NNCLR
-            ("nearest_neighbour"), as in `SimCLR`.
+        resume: write in `out` itself and keep the schedule's state in
+            `out/resume/` after every epoch; go on from it when `out` holds
+            the state of an interrupted run of the same schedule (see
+            `SimCLR.train_schedule`).
+        overwrite: replace an existing non-empty `out`. Without `resume`
+            the outputs are written to a temporary folder beside `out` and
+            moved into place when training has succeeded, so a failed run
+            leaves `out` as it was; a non-empty `out` is refused unless
+            `overwrite` or `resume`.
+        tensorboard: a folder for TensorBoard logs of every round, or None.
         strategy: a `tf.distribute` strategy to train under (e.g.
             `MirroredStrategy()` for every GPU of the machine); a backbone
             given by name is built in its scope, a model must have been.
-            `batch_size` is the global batch.
-        resume: keep the schedule's state in `out/resume/` after every
-            epoch, and go on from it when `out` holds the state of an
-            interrupted run of the same schedule (see `SimCLR.train_schedule`).
+            The batch size is then the global batch.
         verbose: Keras' `fit` verbosity.
 
     Returns:
         The trained `SimCLR` wrapper.
     """
-    out = check_output_folder(out)
-    if isinstance(backbone, str):
-        with strategy_scope(strategy):
-            base_model, preprocess_input = load_backbone(backbone, (size, size, 3), weights, preprocess)
-    else:
-        base_model = backbone
-        preprocess_input = get_preprocessing("unit" if preprocess == "auto" else preprocess)
-    channels = base_model.input_shape[-1]
+    if resume and overwrite:
+        raise ValueError("Expected at most one of resume=True (go on with the run in out) and overwrite=True "
+                         "(replace it). Received: both")
+    out = check_run_folder(out, overwrite=overwrite, resume=resume)
+    check_integer("seed", seed, minimum=0)
+    if tensorboard is not None and importlib.util.find_spec("tensorboard") is None:
+        raise ValueError(f"tensorboard={os.fspath(tensorboard)!r} needs the tensorboard package: "
+                         "pip install 'simclr-wrap[tensorboard]' (or pip install tensorboard)")
+    spec = Backbone.of(backbone)
+    augmentation = _augmentation(augmentation)
+    options = dict(check_options(dict(simclr or {})))
+    fixed = sorted(set(options) & set(SET_BY_PRETRAIN))
+    if fixed:
+        raise ValueError(f"simclr options {fixed} are set by pretrain (save_path from out, num_of_unfrozen_layers "
+                         "and lr from the schedule's first round, input_shape from the backbone); remove them")
+    base_model, preprocess_input = spec.load(strategy)
     schedule = resolve_all_layers(list(schedule), base_model)
-    augmentation = augmentation or SimCLRAugmentation()
-    parts = split_for_pretraining(data, batch_size, seed)
-    train, val = parts["train"], parts["val"]
-    common = dict(
-        batch_size=batch_size, width=size, height=size, channels=channels,
-        preprocess_input=preprocess_input, augmentation=augmentation, seed=seed, workers=workers,
-    )
+    if not schedule:
+        raise ValueError("Expected schedule to hold at least one round (layers, lr, epochs). Received: schedule=[]")
+    first_round = schedule[0] if isinstance(schedule[0], (tuple, list)) and len(schedule[0]) == 3 else (1, 1e-4, 0)
+    options.setdefault("seed", seed)
     # The wrapper first: its errors name the backbone, where the generators' would name an argument.
-    simclr = SimCLR(
-        base_model, batch_size, feat_dims_ph=feat_dims, num_of_unfrozen_layers=schedule[0][0],
-        temperature=temperature, lr=schedule[0][1], pooling=pooling, seed=seed, save_path=out,
-        positives=positives, queue_size=queue_size, strategy=strategy,
-    )
-    simclr.check_schedule(schedule)
+    simclr_model = SimCLR(base_model, **options, num_of_unfrozen_layers=first_round[0], lr=first_round[1],
+                          save_path=out, strategy=strategy)
+    schedule = simclr_model.check_schedule(schedule)
+    _warn_if_batchnorm_starves(spec, base_model, simclr_model)
+    height, width, channels = simclr_model.input_shape
+    parts = split_for_pretraining(data, simclr_model.batch_size, seed)
+    train, val = parts["train"], parts["val"]
+    common = dict(batch_size=simclr_model.batch_size, width=width, height=height, channels=channels,
+                  preprocess_input=preprocess_input, augmentation=augmentation, seed=seed, workers=workers)
     train_views = DataGeneratorSimCLR(train, subset="train", **common)
     val_views = DataGeneratorSimCLR(val, subset="val", **common)
-    save_augmentation_grid(
-        _first_images(train, 8, size, channels), os.path.join(out, "augmentations.png"), augmentation, seed=seed
-    )
+    train_images = ImageSource(train, width, height, channels)
+    for part in (train, val):  # a corrupt file fails now, naming it, not in the middle of an epoch
+        ImageSource(part, width, height, channels).check_decodable()
     monitors = []
-    if probe_every:
-        if _labels(train) is None:
-            raise ValueError("probe_every needs labelled training data; these images have no labels")
+    if probe:
+        if train_images.labels is None:
+            raise ValueError("probe needs labelled training data; these images have no labels")
         monitors.append(OnlineLinearProbe(
-            base_model, train, val, width=size, height=size, channels=channels, preprocess_input=preprocess_input,
-            pooling=pooling, fraction=probe_fraction, every=probe_every, seed=seed,
+            base_model, train, val, width=width, height=height, channels=channels, preprocess_input=preprocess_input,
+            pooling=simclr_model.pooling, seed=seed, **probe,
         ))
-    simclr.train_schedule(train_views, val_views, schedule, callbacks=monitors, verbose=verbose, resume=resume)
-    simclr.save_base_model(os.path.join(out, "base_model.keras"))
-    plot_training_curves(simclr.history_, os.path.join(out, "training_curves.png"))
-    return simclr
+    simclr_model.backbone_metadata.update(preprocess=preprocessing_name(preprocess_input),
+                                          source=spec.get_config()["source"])
+    with staged_folder(out, overwrite=overwrite, resume=resume) as folder:
+        simclr_model.save_path = folder
+        _write_config(folder, spec, simclr_model, augmentation, schedule, seed)
+        images, labels = images_from_every_class(train_images, 8)
+        save_augmentation_grid(images, os.path.join(folder, "augmentations.png"), augmentation, seed=seed,
+                               titles=None if labels is None else [str(label) for label in labels])
+        if tensorboard is not None:
+            monitors.append(keras.callbacks.TensorBoard(log_dir=os.fspath(tensorboard)))
+        simclr_model.train_schedule(train_views, val_views, schedule, callbacks=monitors, verbose=verbose,
+                                    resume=resume)
+        simclr_model.save_base_model(os.path.join(folder, "base_model.keras"))
+        plot_training_curves(simclr_model.history_, os.path.join(folder, "training_curves.png"))
+    simclr_model.save_path = out
+    return simclr_model
 
 
-def _labels(source):
-    """The labels of a DataFrame or `(images, labels)` source, or None."""
-    return source[1] if isinstance(source, tuple) else source.get("class_label")
+def _warn_if_batchnorm_starves(spec, base_model, simclr_model):
+    """Say so when a randomly initialised backbone keeps its BatchNormalization frozen.
+
+    Frozen BatchNormalization runs in inference mode with moving statistics
+    of 0 and 1, which a random backbone never matched: its features shrink
+    layer after layer (to about 1e-11 in MobileNetV2) and SimCLR cannot learn.
+    """
+    random_init = isinstance(spec.source, str) and not spec.source.endswith(".keras") and spec.weights is None
+    has_batchnorm = any(isinstance(layer, keras.layers.BatchNormalization) for layer in flat_layers(base_model))
+    if random_init and has_batchnorm and not simclr_model.unfreeze_batchnorm:
+        logger.warning(
+            "backbone %r is randomly initialised (no weights given) and has BatchNormalization layers, which stay "
+            "frozen in inference mode: its features will barely vary and SimCLR cannot learn. Pass "
+            "--unfreeze-batchnorm (unfreeze_batchnorm=True), or pretrained --weights.", base_model.name)
 
 
-def _first_images(source, count, size, channels):
-    """The first `count` raw images of a DataFrame or `(images, labels)` source."""
-    if isinstance(source, tuple):
-        return source[0][:count]
-    return read_images(list(source["filename"][:count]), size, size, channels)
+def _augmentation(augmentation):
+    """A `SimCLRAugmentation` from itself, its config dict or None (the defaults)."""
+    if augmentation is None:
+        return SimCLRAugmentation()
+    if isinstance(augmentation, dict):
+        return SimCLRAugmentation.from_config(augmentation)
+    if not isinstance(augmentation, SimCLRAugmentation):
+        raise TypeError("Expected augmentation to be a SimCLRAugmentation or its config dict. "
+                        f"Received: augmentation={augmentation!r}")
+    return augmentation
+
+
+def _write_config(out, spec, simclr_model, augmentation, schedule, seed):
+    """What produced the adapted backbone, as JSON beside it."""
+    config = {
+        "backbone": {**spec.get_config(), "input_shape": list(simclr_model.input_shape)},
+        "simclr": simclr_model.get_config(),
+        "augmentation": augmentation.get_config(),
+        "schedule": [list(entry) for entry in schedule],
+        "seed": seed,
+    }
+    with atomic_output(os.path.join(out, CONFIG_FILE)) as tmp, open(tmp, "w") as file:
+        json.dump(config, file, indent=2, default=str)

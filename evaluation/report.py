@@ -1,11 +1,15 @@
 """Figures and files that report a run."""
 
+import numbers
 import os
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display is needed or assumed
-import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402  (no pyplot: figures are not kept in a global registry)
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator, NullLocator  # noqa: E402
 
 from data_generators.files import atomic_output  # noqa: E402
 
@@ -24,7 +28,9 @@ def plot_training_curves(history, path):
 
     NT-Xent and contrastive accuracy always; correlation accuracy,
     projection std and the online probe's accuracy when the history has
-    them. Dashed vertical lines mark where a new unfreezing round starts.
+    them. Epochs are counted from 1 across the whole schedule (integer
+    ticks); a dashed vertical line labelled "round k" marks where unfreezing
+    round k starts.
 
     Args:
         history: dict of per-epoch lists, as `SimCLR.history_`
@@ -39,23 +45,45 @@ def plot_training_curves(history, path):
     >>> history = {"nt_xent": [3.0, 2.5], "contrastive_accuracy": [0.2, 0.4], "round": [1, 2]}
     >>> _ = plot_training_curves(history, tempfile.mkdtemp() + "/curves.png")
     """
+    return _save(training_curves_figure(history), path)
+
+
+def training_curves_figure(history):
+    """The Figure that `plot_training_curves` saves, to look at or test before writing it."""
     panels = [(metric, title) for metric, title in TRAINING_CURVES
               if metric in ("nt_xent", "contrastive_accuracy") or history.get(metric) or history.get("val_" + metric)]
-    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
-    rounds = history.get("round", [])
-    for axis, (metric, title) in zip(axes[0], panels):
+    rounds = list(history.get("round") or [])
+    n_epochs = max([len(rounds), 1] + [len(history.get(prefix + metric) or []) for metric, _ in panels
+                                       for prefix in ("", "val_")])
+    figure = Figure(figsize=(4.2 * len(panels), 3.6), layout="constrained")
+    marker = "o" if n_epochs <= 40 else None
+    for axis, (metric, title) in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels):
         for prefix, label in (("", "train"), ("val_", "validation")):
             values = history.get(prefix + metric)
             if values:
-                axis.plot(range(1, len(values) + 1), values, marker="o", label=label)
-        for epoch in range(1, len(rounds)):
-            if rounds[epoch] != rounds[epoch - 1]:
-                axis.axvline(epoch + 0.5, color="grey", linestyle="--", linewidth=1)
+                axis.plot(range(1, len(values) + 1), values, marker=marker, markersize=4, label=label)
+        for epoch, number in round_starts(rounds):
+            axis.axvline(epoch - 0.5, color="grey", linestyle="--", linewidth=1)
+            axis.text(epoch - 0.5, 0.98, f"round {number} ", transform=axis.get_xaxis_transform(), rotation=90,
+                      ha="right", va="top", fontsize=8, color="dimgrey")
+        axis.set_xlim(0.5, n_epochs + 0.5)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10], min_n_ticks=1))
         axis.set_title(title)
         axis.set_xlabel("epoch")
-        axis.legend()
-    figure.tight_layout()
-    return _save(figure, path)
+        axis.grid(alpha=0.3)
+        if axis.lines:
+            axis.legend(fontsize=8)
+    return figure
+
+
+def round_starts(rounds):
+    """(first epoch, round) for each unfreezing round after the first; epochs counted from 1.
+
+    Example:
+    >>> round_starts([1, 1, 2, 2, 2, 3])
+    [(3, 2), (6, 3)]
+    """
+    return [(epoch + 1, rounds[epoch]) for epoch in range(1, len(rounds)) if rounds[epoch] != rounds[epoch - 1]]
 
 
 STAGES = ("before", "after", "scratch")
@@ -108,45 +136,134 @@ def markdown_table(table):
 
 
 def plot_accuracy_vs_fraction(records, path):
-    """Accuracy against label fraction, one panel per classifier, mean ± std per stage."""
+    """Accuracy against label fraction, one panel per classifier, mean ± std per stage.
+
+    The x ticks are the fractions used, as percentages ("5 %", "100 %"), on a
+    log axis when they span a factor of 4 or more. The stages' points are
+    nudged apart a little so that their error bars do not hide each other.
+
+    Args:
+        records: a DataFrame (or list of dicts) of benchmark records
+            (`stage`, `classifier`, `fraction`, `accuracy`).
+        path: the PNG to write (atomically).
+
+    Returns:
+        `path`.
+    """
+    return _save(accuracy_vs_fraction_figure(records), path)
+
+
+def accuracy_vs_fraction_figure(records):
+    """The Figure that `plot_accuracy_vs_fraction` saves, to look at or test before writing it."""
     import pandas as pd
 
     frame = pd.DataFrame(records)
     classifiers = [c for c in CLASSIFIER_ORDER if c in set(frame["classifier"])]
-    figure, axes = plt.subplots(1, len(classifiers), figsize=(4 * len(classifiers), 3.5), squeeze=False)
-    for axis, classifier in zip(axes[0], classifiers):
-        for stage in STAGES:
+    stages = [stage for stage in STAGES if stage in set(frame["stage"])]
+    fractions = sorted(set(frame["fraction"]))
+    log = len(fractions) > 1 and fractions[-1] >= 4 * fractions[0]
+    span = 100 * (fractions[-1] - fractions[0]) or 100.0
+    panel_width = max(3.4, 0.7 * len(fractions))  # room for the tick labels of close fractions
+    figure = Figure(figsize=(panel_width * len(classifiers) + 1.2, 3.6), layout="constrained")
+    axes = figure.subplots(1, len(classifiers), squeeze=False, sharey=True)[0]
+    for axis, classifier in zip(axes, classifiers):
+        for rank, stage in enumerate(stages):
             cell = frame[(frame["classifier"] == classifier) & (frame["stage"] == stage)]
             if cell.empty:
                 continue
             stats = cell.groupby("fraction")["accuracy"].agg(["mean", "std"]).fillna(0).sort_index()
-            axis.errorbar(stats.index * 100, stats["mean"], yerr=stats["std"], marker="o", capsize=3, label=stage)
-        axis.set_xscale("log")
+            nudge = (rank - (len(stages) - 1) / 2) * 0.03
+            percents = stats.index.to_numpy(float) * 100
+            x = percents * (1 + nudge) if log else percents + nudge * span
+            axis.errorbar(x, stats["mean"], yerr=stats["std"], marker="o", capsize=3, label=stage,
+                          color=f"C{STAGES.index(stage)}")
+        if log:
+            axis.set_xscale("log")
+        axis.set_xticks([100 * fraction for fraction in fractions], [_percent(f) for f in fractions])
+        axis.xaxis.set_minor_locator(NullLocator())
         axis.set_title(classifier)
-        axis.set_xlabel("labelled training images (%)")
-        axis.set_ylabel("test accuracy")
-        axis.legend()
-    figure.tight_layout()
-    return _save(figure, path)
+        axis.set_xlabel("labelled training images")
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel("test accuracy (mean ± std)")
+    handles = [Line2D([], [], color=f"C{STAGES.index(stage)}", marker="o", label=stage) for stage in stages]
+    figure.legend(handles=handles, loc="outside right upper", title="stage")
+    return figure
 
 
-def plot_tsne(features_by_stage, path, seed=0):
-    """t-SNE maps of test features per stage, coloured by class."""
+def _percent(fraction):
+    """0.05 -> "5 %", 0.125 -> "12.5 %"."""
+    return f"{round(100 * float(fraction), 6):g} %"
+
+
+def plot_tsne(features_by_stage, path, seed=0, class_names=None):
+    """t-SNE maps of test features per stage, coloured by class, with one legend of class names.
+
+    Args:
+        features_by_stage: {stage: (features (N, D), labels (N,))}.
+        path: the PNG to write (atomically).
+        seed: the t-SNE seed.
+        class_names: optional names of the classes, `class_names[label]`
+            for each label (a list indexed by integer labels, or a dict);
+            None shows the label values.
+
+    Returns:
+        `path`.
+    """
+    return _save(tsne_figure(features_by_stage, seed=seed, class_names=class_names), path)
+
+
+def tsne_figure(features_by_stage, seed=0, class_names=None):
+    """The Figure that `plot_tsne` saves, to look at or test before writing it."""
     from sklearn.manifold import TSNE
 
-    figure, axes = plt.subplots(1, len(features_by_stage), figsize=(5 * len(features_by_stage), 4.5), squeeze=False)
-    for axis, (stage, (features, labels)) in zip(axes[0], features_by_stage.items()):
+    classes = np.unique(np.concatenate([np.asarray(labels).ravel() for _, labels in features_by_stage.values()]))
+    names = [_class_name(label, class_names) for label in classes]
+    colours = _class_colours(len(classes))
+    figure = Figure(figsize=(4.5 * len(features_by_stage) + 1.8, 4.5), layout="constrained")
+    axes = figure.subplots(1, len(features_by_stage), squeeze=False)[0]
+    for axis, (stage, (features, labels)) in zip(axes, features_by_stage.items()):
+        features = np.asarray(features, dtype=np.float32).reshape(len(features), -1)
         perplexity = min(30.0, max(2.0, (len(features) - 1) / 3))
         points = TSNE(perplexity=perplexity, random_state=seed, init="pca").fit_transform(features)
-        scatter = axis.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", s=8)
+        index = np.searchsorted(classes, np.asarray(labels).ravel())
+        axis.scatter(points[:, 0], points[:, 1], c=colours[index], s=8, alpha=0.8, linewidths=0)
         axis.set_title(f"test features, {stage}")
         axis.set_xticks([])
         axis.set_yticks([])
-    figure.colorbar(scatter, ax=list(axes[0]), label="class")
-    return _save(figure, path)
+    handles = [Line2D([], [], color=colour, marker="o", linestyle="", label=name)
+               for colour, name in zip(colours, names)]
+    figure.legend(handles=handles, loc="outside right upper", title="class", ncols=1 if len(handles) <= 20 else 2)
+    return figure
 
 
-def write_benchmark_outputs(out, records, settings, durations, test_features=None, history=None):
+def _class_name(label, class_names):
+    """`class_names[label]`, or the label itself as text without names."""
+    label = label.item() if isinstance(label, np.generic) else label
+    if class_names is None:
+        return str(label)
+    key = int(label) if isinstance(label, numbers.Integral) else label
+    try:
+        if isinstance(key, int) and key < 0:
+            raise IndexError(key)
+        return str(class_names[key])
+    except (IndexError, KeyError, TypeError):
+        raise ValueError(
+            f"Expected class_names to name every label of the features. Received: class_names={class_names!r}, "
+            f"which has no name for label {label!r}"
+        ) from None
+
+
+def _class_colours(n):
+    """n distinct RGBA colours: tab10 up to 10 classes, tab20 up to 20, then evenly spread over turbo."""
+    if n <= 10:
+        return np.asarray(matplotlib.colormaps["tab10"].colors)[:n]
+    if n <= 20:
+        return np.asarray(matplotlib.colormaps["tab20"].colors)[:n]
+    return matplotlib.colormaps["turbo"](np.linspace(0.05, 0.95, n))
+
+
+def write_benchmark_outputs(out, records, settings, durations, versions, test_features=None, history=None,
+                            class_names=None):
     """Write results.json, report.md and the plots of a benchmark, atomically.
 
     Args:
@@ -154,12 +271,14 @@ def write_benchmark_outputs(out, records, settings, durations, test_features=Non
         records: list of flat result dicts (one per classifier run).
         settings: the benchmark's settings, stored once per file.
         durations: seconds per stage.
+        versions: what `versions()` said when the run started.
         test_features: optional {stage: (features, labels)} for the t-SNE plot.
         history: optional SimCLR history for the training-curve plot.
+        class_names: the class of each label index, for the t-SNE legend.
     """
     import json
 
-    results = write_results(out, records, settings, durations)
+    results = write_results(out, records, settings, durations, versions)
     lines = ["# simclr-wrap benchmark", ""]
     if records:
         lines += ["Test accuracy, mean ± std (runs) over repeated runs; `labels` is the number of labelled "
@@ -171,24 +290,27 @@ def write_benchmark_outputs(out, records, settings, durations, test_features=Non
     with atomic_output(os.path.join(out, "report.md")) as tmp, open(tmp, "w") as file:
         file.write("\n".join(lines))
     if test_features and len(test_features) > 1:
-        plot_tsne(test_features, os.path.join(out, "tsne.png"))
+        plot_tsne(test_features, os.path.join(out, "tsne.png"), class_names=class_names)
     if history:
         plot_training_curves(history, os.path.join(out, "training_curves.png"))
 
 
-def write_results(out, records, settings, durations):
+def write_results(out, records, settings, durations, versions):
     """Write `results.json` (settings, durations, versions, records), atomically; return its content."""
     import json
 
     os.makedirs(out, exist_ok=True)
-    results = {"settings": settings, "durations_s": durations, "versions": versions(), "records": records}
+    results = {"settings": settings, "durations_s": durations, "versions": versions, "records": records}
     with atomic_output(os.path.join(out, "results.json")) as tmp, open(tmp, "w") as file:
         json.dump(results, file, indent=1)
     return results
 
 
 def versions():
-    """Package, TensorFlow and Keras versions, and the git commit when there is one."""
+    """Package, TensorFlow and Keras versions, the git commit and whether the tree differs from it.
+
+    Read when a run starts, so that results.json names the code that ran.
+    """
     import subprocess
 
     import keras
@@ -196,17 +318,20 @@ def versions():
 
     import simclr_wrap
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                                cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = None
+    def git(*arguments):
+        try:
+            return subprocess.run(["git", *arguments], capture_output=True, text=True, check=True,
+                                  cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return None
+
+    commit = git("rev-parse", "HEAD")
+    changes = git("status", "--porcelain", "--untracked-files=no") if commit else None
     return {"simclr_wrap": simclr_wrap.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
-            "git_commit": commit}
+            "git_commit": commit, "git_dirty": None if changes is None else bool(changes)}
 
 
 def _save(figure, path):
     with atomic_output(path) as tmp:
         figure.savefig(tmp, dpi=100)
-    plt.close(figure)
     return path

@@ -5,12 +5,17 @@ function on float images in [0, 255] of shape (B, H, W, C).
 """
 
 import collections
+import http.client
 import logging
+import numbers
 import os
+import urllib.error
 import warnings
 
 import keras
 import numpy as np
+
+from simclr_wrap.callbacks import read_model_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +34,8 @@ def _as_float(x):
 def _check_rgb(x, mode):
     if x.ndim < 1 or x.shape[-1] != 3:
         raise ValueError(
-            f'preprocessing "{mode}" uses per-channel ImageNet statistics and needs RGB images '
-            f"(last axis of size 3), got an array of shape {x.shape}"
+            f'Expected images with 3 channels for preprocessing "{mode}", whose per-channel ImageNet statistics '
+            f"need RGB (last axis of size 3). Received: an array of shape {x.shape}"
         )
 
 
@@ -131,6 +136,23 @@ PREPROCESSING = {
 }
 
 
+def preprocessing_name(preprocess):
+    """The mode name of a preprocessing given by name or as one of `PREPROCESSING`'s functions.
+
+    A function of the user's own is named by its `__name__`.
+
+    Example:
+    >>> preprocessing_name(preprocess_caffe), preprocessing_name("unit")
+    ('caffe', 'unit')
+    """
+    if isinstance(preprocess, str):
+        return preprocess
+    for mode, function in PREPROCESSING.items():
+        if function is preprocess:
+            return mode
+    return getattr(preprocess, "__name__", repr(preprocess))
+
+
 def get_preprocessing(mode):
     """Return the preprocessing function for a mode name, or a callable as is.
 
@@ -150,7 +172,8 @@ def get_preprocessing(mode):
         return mode
     if isinstance(mode, str) and mode.lower() in PREPROCESSING:
         return PREPROCESSING[mode.lower()]
-    raise ValueError(f"preprocess must be one of {list(PREPROCESSING)} or a callable, got preprocess={mode!r}")
+    error = ValueError if isinstance(mode, str) else TypeError
+    raise error(f"Expected preprocess to be one of {list(PREPROCESSING)} or a callable. Received: preprocess={mode!r}")
 
 
 Architecture = collections.namedtuple("Architecture", ["constructor", "preprocessing"])
@@ -205,23 +228,19 @@ _WEIGHTS_SUFFIXES = (".weights.h5", ".h5")
 
 
 def _validate_input_shape(input_shape):
+    """`input_shape` as a tuple; TypeError for a non-sequence or non-integer sizes, ValueError for bad values."""
+    expected = (
+        "Expected input_shape to be (height, width, channels): sizes >= 1 (or None for any) and 1 (grayscale) "
+        f"or 3 (RGB) channels. Received: input_shape={input_shape!r}"
+    )
     try:
         shape = tuple(input_shape)
     except TypeError:
-        shape = None
-    valid_size = shape is not None and len(shape) == 3 and all(
-        size is None or (isinstance(size, (int, np.integer)) and not isinstance(size, bool) and size > 0)
-        for size in shape[:2]
-    )
-    if not valid_size:
-        raise ValueError(
-            f"input_shape must be (height, width, channels) with positive sizes (or None for any), "
-            f"got input_shape={input_shape!r}"
-        )
-    if shape[2] not in (1, 3):
-        raise ValueError(
-            f"input_shape must end with 1 (grayscale) or 3 (RGB) channels, got input_shape={input_shape!r}"
-        )
+        raise TypeError(expected) from None
+    if any(size is not None and (isinstance(size, bool) or not isinstance(size, numbers.Integral)) for size in shape):
+        raise TypeError(expected)
+    if len(shape) != 3 or any(size is not None and size < 1 for size in shape[:2]) or shape[2] not in (1, 3):
+        raise ValueError(expected)
     return tuple(None if size is None else int(size) for size in shape)
 
 
@@ -246,8 +265,8 @@ def small_cnn(input_shape=(80, 80, 3)):
     input_shape = _validate_input_shape(input_shape)
     if any(size is not None and size < _SMALL_CNN_MIN_SIZE for size in input_shape[:2]):
         raise ValueError(
-            f"small_cnn needs images of at least {_SMALL_CNN_MIN_SIZE}x{_SMALL_CNN_MIN_SIZE}, "
-            f"got input_shape={input_shape!r}"
+            f"Expected input_shape to be at least {_SMALL_CNN_MIN_SIZE}x{_SMALL_CNN_MIN_SIZE} for small_cnn. "
+            f"Received: input_shape={input_shape!r}"
         )
     inputs = keras.Input(input_shape, name="image")
     x = inputs
@@ -266,8 +285,8 @@ def _load_weights_file(model, weights, architecture):
     path = os.fspath(weights)
     if not path.endswith(_WEIGHTS_SUFFIXES):
         raise ValueError(
-            f"weights must be None, 'imagenet' (keras.applications only) or a path to a "
-            f"{' or '.join(_WEIGHTS_SUFFIXES)} file, got weights={weights!r}"
+            f"Expected weights to be None, 'imagenet' (keras.applications only) or a path to a "
+            f"{' or '.join(_WEIGHTS_SUFFIXES)} file. Received: weights={weights!r}"
         )
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file not found: weights={path!r}")
@@ -289,12 +308,23 @@ def _load_weights_file(model, weights, architecture):
     logger.info("loaded weights %s into %s", path, architecture)
 
 
-def _raised_by_get_file(error):
-    traceback = error.__traceback__
-    while traceback is not None:
-        if traceback.tb_frame.f_code.co_name == "get_file":
+# What a failed download of ImageNet weights raises inside keras.applications:
+# `keras.utils.get_file` turns urllib's URLError (HTTPError included) into a
+# bare Exception raised while handling it, so the URLError is its
+# `__context__`; a connection that drops in the middle of the transfer raises
+# the socket's or http.client's own error. Argument errors of the
+# constructors are ValueErrors with none of these in their chain.
+_NETWORK_ERRORS = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError)
+
+
+def _download_failed(error):
+    """Whether `error`, or an exception it was raised from or while handling, is a network error."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, _NETWORK_ERRORS):
             return True
-        traceback = traceback.tb_next
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
     return False
 
 
@@ -302,17 +332,15 @@ def _build_application(name, input_shape, weights):
     constructor = ARCHITECTURES[name].constructor
     if input_shape[2] != 3:
         raise ValueError(
-            f"keras.applications models need 3 channels (RGB), got input_shape={input_shape!r} for "
-            f"{name!r}; use {SMALL_CNN!r} or a .keras model for grayscale, or convert the images to RGB"
+            f"Expected input_shape to have 3 channels (RGB) for {name!r}, as all keras.applications models (use "
+            f"{SMALL_CNN!r} or a .keras model for grayscale, or convert the images to RGB). "
+            f"Received: input_shape={input_shape!r}"
         )
     if weights is None or weights == "imagenet":
         try:
             return constructor(include_top=False, weights=weights, input_shape=input_shape)
         except Exception as error:
-            # keras.applications validate their arguments (ValueError) before
-            # downloading, so anything else, or anything from get_file (whose
-            # network errors are bare Exceptions), is a failed download.
-            if weights != "imagenet" or (isinstance(error, ValueError) and not _raised_by_get_file(error)):
+            if weights != "imagenet" or not _download_failed(error):
                 raise
             raise RuntimeError(
                 f"the ImageNet weights for {name} could not be downloaded (no network?); "
@@ -327,7 +355,10 @@ def _load_keras_file(path, input_shape, weights):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no Keras model file at name_or_path={path!r}")
     if weights == "imagenet":
-        raise ValueError(f"weights='imagenet' needs a keras.applications name, not the model file {path!r}")
+        raise ValueError(
+            f"Expected weights to be None or a weights file for the model file {path!r} (ImageNet weights exist "
+            "for keras.applications names only). Received: weights='imagenet'"
+        )
     model = keras.models.load_model(path, compile=False)
     saved_shape = model.input_shape[1:] if isinstance(model.input_shape, tuple) else model.input_shape
     if tuple(saved_shape) != input_shape:
@@ -370,6 +401,7 @@ def load_backbone(name_or_path, input_shape=(80, 80, 3), weights=None, preproces
         to apply to float images in [0, 255] before feeding them to it.
 
     Raises:
+        TypeError: an argument of the wrong type.
         ValueError: unknown name, bad input_shape or preprocess, or a weights
             file that does not fit the architecture.
         FileNotFoundError: a missing `.keras` or weights file.
@@ -382,10 +414,11 @@ def load_backbone(name_or_path, input_shape=(80, 80, 3), weights=None, preproces
     """
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise TypeError(
-            f"name_or_path must be a backbone name or a path to a .keras file, got name_or_path={name_or_path!r}"
+            f"Expected name_or_path to be a backbone name or a path to a .keras file. "
+            f"Received: name_or_path={name_or_path!r}"
         )
     if not (weights is None or isinstance(weights, (str, os.PathLike))):
-        raise TypeError(f"weights must be None, 'imagenet' or a path, got weights={weights!r}")
+        raise TypeError(f"Expected weights to be None, 'imagenet' or a path. Received: weights={weights!r}")
     input_shape = _validate_input_shape(input_shape)
     # Checked before any (slow) construction or download.
     preprocess_fn = None if preprocess == "auto" else get_preprocessing(preprocess)
@@ -395,21 +428,31 @@ def load_backbone(name_or_path, input_shape=(80, 80, 3), weights=None, preproces
     if path.endswith(".keras"):
         model = _load_keras_file(path, input_shape, weights)
         default_mode = _USER_MODEL_PREPROCESSING
-        if preprocess_fn is None:
+        saved_mode = (read_model_metadata(path) or {}).get("preprocess")
+        if saved_mode in PREPROCESSING:
+            default_mode = saved_mode  # the preprocessing the backbone was adapted with
+            if preprocess_fn is not None and preprocess_fn is not PREPROCESSING[saved_mode]:
+                logger.warning("%s was adapted with preprocess=%r; preprocess=%r overrides it",
+                               path, saved_mode, preprocess)
+        elif preprocess_fn is None:
             logger.warning(
-                "preprocessing for a user model defaults to x/255; pass preprocess=... "
+                "preprocessing for a user model defaults to x/255; pass --preprocess / preprocess=... "
                 "(one of %s or a callable) if %s expects another",
                 list(PREPROCESSING),
                 path,
             )
     elif path.endswith(_WEIGHTS_SUFFIXES):
         raise ValueError(
-            f"name_or_path={path!r} is a weights file, which holds no architecture; pass the "
-            f"architecture's name and weights={path!r}, or save the whole model as .keras"
+            f"Expected name_or_path to be a backbone name or a .keras model file, not a weights file, which holds "
+            f"no architecture (pass the architecture's name and weights={path!r}, or save the whole model as "
+            f".keras). Received: name_or_path={path!r}"
         )
     elif name == SMALL_CNN:
         if weights == "imagenet":
-            raise ValueError(f"there are no ImageNet weights for {SMALL_CNN}; pass weights=None or a path")
+            raise ValueError(
+                f"Expected weights to be None or a path for {SMALL_CNN} (there are no ImageNet weights for "
+                f"{SMALL_CNN}). Received: weights='imagenet'"
+            )
         model = small_cnn(input_shape)
         default_mode = _USER_MODEL_PREPROCESSING
         if weights is not None:
@@ -419,8 +462,8 @@ def load_backbone(name_or_path, input_shape=(80, 80, 3), weights=None, preproces
         default_mode = ARCHITECTURES[name].preprocessing
     else:
         raise ValueError(
-            f"unknown backbone name_or_path={name_or_path!r}; known names are "
-            f"{sorted([*ARCHITECTURES, SMALL_CNN])}, and a path to a .keras file is also accepted"
+            f"Expected name_or_path to be one of {sorted([*ARCHITECTURES, SMALL_CNN])} or a path to a .keras "
+            f"file. Received: name_or_path={name_or_path!r}"
         )
 
     if preprocess_fn is None:
@@ -432,3 +475,92 @@ def load_backbone(name_or_path, input_shape=(80, 80, 3), weights=None, preproces
         getattr(preprocess_fn, "__name__", repr(preprocess_fn)),
     )
     return model, preprocess_fn
+
+
+class Backbone:
+    """Where a backbone comes from and how its images are fed: one object for every entry point.
+
+    `pretrain`, the benchmark and `embed` take a `Backbone` (or anything
+    `Backbone.of` turns into one), so that its source, image size, weights
+    and preprocessing are resolved in one place.
+
+    Args:
+        source: a `load_backbone` name, a `.keras` file (a str or a
+            `pathlib.Path`) or a `keras.Model`.
+        input_shape: (height, width, channels) to build a named architecture
+            at; None for `load_backbone`'s default. A `.keras` file or a model
+            keeps its own.
+        weights: as in `load_backbone` (None for a model given directly).
+        preprocess: as in `load_backbone`; "auto" for a model given
+            directly is "unit" (x / 255).
+
+    Example:
+    >>> backbone = Backbone("small_cnn", input_shape=(32, 32, 3))
+    >>> model, preprocess_fn = backbone.load()
+    >>> model.input_shape, backbone.get_config()["preprocess"]
+    ((None, 32, 32, 3), 'auto')
+    """
+
+    def __init__(self, source, *, input_shape=None, weights=None, preprocess="auto"):
+        if isinstance(source, os.PathLike):
+            source = os.fspath(source)
+        if not isinstance(source, (str, keras.Model)):
+            raise TypeError(
+                "Expected backbone to be a backbone name, a .keras file or a keras.Model. "
+                f"Received: backbone={source!r}"
+            )
+        if isinstance(source, keras.Model) and weights is not None:
+            raise ValueError(f"weights apply to a named backbone or a .keras file, not to the model {source.name!r}. "
+                             f"Received: weights={weights!r}; load them into the model first")
+        self.source = source
+        self.input_shape = None if input_shape is None else _validate_input_shape(input_shape)
+        self.weights = None if weights is None else os.fspath(weights)
+        get_preprocessing("unit" if preprocess == "auto" else preprocess)  # fails now on a bad mode
+        self.preprocess = preprocess
+
+    @classmethod
+    def of(cls, value):
+        """`value` as a `Backbone`: a `Backbone`, its config dict, a name, a path or a model.
+
+        Example:
+        >>> Backbone.of("small_cnn").source
+        'small_cnn'
+        """
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, dict):
+            return cls.from_config(value)
+        return cls(value)
+
+    def get_config(self):
+        """The spec as JSON: a model given directly is named by its `name`."""
+        return {
+            "source": self.source.name if isinstance(self.source, keras.Model) else self.source,
+            "input_shape": None if self.input_shape is None else list(self.input_shape),
+            "weights": self.weights,
+            "preprocess": preprocessing_name(self.preprocess),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(config["source"], input_shape=config.get("input_shape"), weights=config.get("weights"),
+                   preprocess=config.get("preprocess", "auto"))
+
+    @property
+    def name(self):
+        """The model's name for a model, else the name or path given."""
+        return self.source.name if isinstance(self.source, keras.Model) else self.source
+
+    def load(self, strategy=None):
+        """Return `(model, preprocess_fn)`; a named backbone is built in `strategy`'s scope.
+
+        A model given directly is returned as it is (not copied).
+        """
+        if isinstance(self.source, keras.Model):
+            return self.source, get_preprocessing(_USER_MODEL_PREPROCESSING if self.preprocess == "auto"
+                                                  else self.preprocess)
+        from simclr_wrap.distribute import strategy_scope
+
+        shape = {} if self.input_shape is None else {"input_shape": self.input_shape}
+        with strategy_scope(strategy):
+            return load_backbone(self.source, weights=self.weights, preprocess=self.preprocess, **shape)

@@ -1,17 +1,23 @@
 """Callbacks of a SimCLR run: atomic best checkpoint, round number, defaults."""
 
+import json
 import logging
 import math
 import os
+import zipfile
 
 import keras
 
+from data_generators.checks import check_choice
 from data_generators.files import atomic_output
 
 logger = logging.getLogger(__name__)
 
 
-def save_model_atomically(model, path):
+METADATA_ENTRY = "simclr_wrap.json"
+
+
+def save_model_atomically(model, path, metadata=None):
     """Save `model` to a `.keras` file through a temporary file and a rename.
 
     A kill while saving leaves the previous file intact instead of a
@@ -20,6 +26,9 @@ def save_model_atomically(model, path):
     Args:
         model: a Keras model.
         path: destination ending in ".keras".
+        metadata: an optional JSON dict stored inside the archive as
+            `simclr_wrap.json` (Keras ignores it; `read_model_metadata`
+            reads it back), e.g. how a backbone was fed while adapted.
 
     Returns:
         `path`.
@@ -31,10 +40,32 @@ def save_model_atomically(model, path):
     """
     path = os.fspath(path)
     if not path.endswith(".keras"):
-        raise ValueError(f"model files are saved as .keras; got path={path!r}")
+        raise ValueError(f"Expected path to end in .keras (the format models are saved in). Received: path={path!r}")
     with atomic_output(path) as tmp:
         model.save(tmp)
+        if metadata is not None:
+            with zipfile.ZipFile(tmp, "a") as archive:
+                archive.writestr(METADATA_ENTRY, json.dumps(metadata))
     return path
+
+
+def read_model_metadata(path):
+    """The metadata `save_model_atomically` stored in a `.keras` file, or None.
+
+    Example:
+    >>> import tempfile
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    >>> path = save_model_atomically(model, tempfile.mkdtemp() + "/m.keras", metadata={"pooling": "avg"})
+    >>> read_model_metadata(path), keras.models.load_model(path).output_shape
+    ({'pooling': 'avg'}, (None, 1))
+    """
+    try:
+        with zipfile.ZipFile(os.fspath(path)) as archive:
+            if METADATA_ENTRY not in archive.namelist():
+                return None
+            return json.loads(archive.read(METADATA_ENTRY))
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return None
 
 
 class AtomicModelCheckpoint(keras.callbacks.Callback):
@@ -55,11 +86,9 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
 
     def __init__(self, filepath, monitor="val_nt_xent", mode="min"):
         super().__init__()
-        if mode not in ("min", "max"):
-            raise ValueError(f"mode must be 'min' or 'max', got mode={mode!r}")
+        self.mode = check_choice("mode", mode, ("min", "max"))
         self.filepath = os.fspath(filepath)
         self.monitor = monitor
-        self.mode = mode
         self.best = math.inf if mode == "min" else -math.inf
 
     def on_epoch_end(self, epoch, logs=None):

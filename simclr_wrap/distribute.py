@@ -34,20 +34,20 @@ def _replica_context():
 
 
 def _replicas_of_symbolic_build():
-    """The replicas of the strategy in scope while Keras traces the model for shapes, else 1.
+    """The replicas of the strategy whose scope is open while Keras traces the model for shapes, else 1.
 
     Before the first step, Keras builds the loss and metrics by tracing the
-    model on one replica's input spec outside the replica function, where
-    nothing can be gathered; the output must still have a replica's shape.
+    model on one replica's input spec inside the strategy's scope but outside
+    the replica function (a cross-replica context, in a graph), where nothing
+    can be gathered; the output must still have a replica's shape. An eager
+    call inside the scope computes on the rows it is given, as on one device.
     """
-    try:
-        from keras.src.backend.common.symbolic_scope import in_symbolic_scope
-    except ImportError:  # a Keras without it does not trace this way
-        return 1
-    if keras.backend.backend() != "tensorflow" or not in_symbolic_scope():
+    if keras.backend.backend() != "tensorflow":
         return 1
     import tensorflow as tf
 
+    if not tf.distribute.in_cross_replica_context() or tf.executing_eagerly():
+        return 1
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
@@ -129,8 +129,8 @@ def check_global_batch(strategy, batch_size):
     replicas = 1 if strategy is None else strategy.num_replicas_in_sync
     if batch_size % replicas:
         raise ValueError(
-            f"batch_size={batch_size} is the global batch and must split evenly over the strategy's "
-            f"{replicas} replicas; use a multiple of {replicas}"
+            f"Expected batch_size to be a multiple of {replicas} (it is the global batch, split evenly over the "
+            f"strategy's {replicas} replicas). Received: batch_size={batch_size}"
         )
 
 

@@ -1,6 +1,10 @@
 """The projection head that maps pooled backbone features to the SimCLR space."""
 
+import numbers
+
 import keras
+
+from data_generators.checks import check_choice, check_number
 
 POOLINGS = ("flatten", "avg", "max")
 
@@ -26,9 +30,7 @@ def pooling_layer(pooling, name="pooling"):
         "avg": keras.layers.GlobalAveragePooling2D,
         "max": keras.layers.GlobalMaxPooling2D,
     }
-    if pooling not in layers:
-        raise ValueError(f"pooling must be one of {POOLINGS}, got pooling={pooling!r}")
-    return layers[pooling](name=name)
+    return layers[check_choice("pooling", pooling, POOLINGS)](name=name)
 
 
 def projection_head(features, feat_dims_ph=(2048, 128), activation="swish", regularisation=1e-6, seed=None):
@@ -53,9 +55,8 @@ def projection_head(features, feat_dims_ph=(2048, 128), activation="swish", regu
     >>> projection_head(inputs, (32, 8)).shape
     (None, 8)
     """
-    feat_dims_ph = tuple(int(width) for width in feat_dims_ph)
-    if not feat_dims_ph or min(feat_dims_ph) < 1:
-        raise ValueError(f"feat_dims_ph must be one or more positive widths, got feat_dims_ph={feat_dims_ph}")
+    feat_dims_ph = _check_widths(feat_dims_ph)
+    regularisation = check_number("regularisation", regularisation, minimum=0)
     regulariser = keras.regularizers.L1(regularisation) if regularisation else None
     x = features
     for depth, width in enumerate(feat_dims_ph, start=1):
@@ -68,3 +69,17 @@ def projection_head(features, feat_dims_ph=(2048, 128), activation="swish", regu
             name=f"projection_{depth}",
         )(x)
     return x
+
+
+def _check_widths(feat_dims_ph):
+    """`feat_dims_ph` as a tuple of ints, or TypeError / ValueError in the style of `data_generators.checks`."""
+    expected = "Expected feat_dims_ph to be one or more integer widths >= 1"
+    try:
+        widths = tuple(feat_dims_ph)
+    except TypeError:
+        raise TypeError(f"{expected}. Received: feat_dims_ph={feat_dims_ph!r}") from None
+    if any(isinstance(width, bool) or not isinstance(width, numbers.Integral) for width in widths):
+        raise TypeError(f"{expected}. Received: feat_dims_ph={feat_dims_ph!r}")
+    if not widths or min(widths) < 1:
+        raise ValueError(f"{expected}. Received: feat_dims_ph={feat_dims_ph!r}")
+    return tuple(int(width) for width in widths)

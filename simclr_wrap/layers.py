@@ -3,7 +3,9 @@
 import keras
 from keras import ops
 
+from data_generators.checks import check_bool, check_integer, check_positive
 from simclr_wrap.distribute import gather_replicas
+from simclr_wrap.keras_compat import attach_logits
 
 # Logit given to an anchor's similarity with itself: exp() of it is exactly 0
 # in float32, yet it stays finite, so no inf - inf can turn into NaN.
@@ -35,6 +37,11 @@ class SoftmaxCosineSim(keras.layers.Layer):
     is rows `r·b .. r·b + b - 1` of the (B, 4·B) matrix one device would
     compute, which is what the `[I|O|I|O]` target split over the replicas
     asks for.
+
+    The output carries its (B, 4·B) logits `[ab | aa | ba | bb] / temperature`
+    (masked where the probability is 0) as an attribute for the loss
+    (`simclr_wrap.keras_compat.attached_logits`): `nt_xent` computes from
+    them, so it is exact where probabilities underflow, in `fit` too.
 
     The layer always computes in float32, whatever the model's dtype policy:
     at low temperatures the logits span 2/temperature and the softmax of
@@ -68,11 +75,8 @@ class SoftmaxCosineSim(keras.layers.Layer):
     def __init__(self, *, temperature=0.1, same_view_negatives=True, **kwargs):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
-        temperature = float(temperature)
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got temperature={temperature}")
-        self.temperature = temperature
-        self.same_view_negatives = bool(same_view_negatives)
+        self.temperature = check_positive("temperature", temperature)
+        self.same_view_negatives = check_bool("same_view_negatives", same_view_negatives)
 
     def call(self, projections, anchors=None):
         normalised = _unit_rows(projections)
@@ -100,7 +104,9 @@ class SoftmaxCosineSim(keras.layers.Layer):
         from_b = ops.concatenate(
             [cross_view[batch_size:, :global_batch], same_view[batch_size:, global_batch:]], axis=1
         )
-        return ops.concatenate([ops.softmax(from_a, axis=1), ops.softmax(from_b, axis=1)], axis=1)
+        probabilities = ops.concatenate([ops.softmax(from_a, axis=1), ops.softmax(from_b, axis=1)], axis=1)
+        # The loss needs the logits: the log of an underflowed probability has no value and no gradient.
+        return attach_logits(probabilities, ops.concatenate([from_a, from_b], axis=1))
 
     def compute_output_shape(self, input_shape):
         half = None if input_shape[0] is None else input_shape[0] // 2
@@ -154,9 +160,7 @@ class NearestNeighbourQueue(keras.layers.Layer):
     def __init__(self, *, queue_size=10000, seed=0, **kwargs):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
-        if isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < 1:
-            raise ValueError(f"queue_size must be an int >= 1, got queue_size={queue_size!r}")
-        self.queue_size, self.seed = queue_size, seed
+        self.queue_size, self.seed = check_integer("queue_size", queue_size, minimum=1), seed
 
     def build(self, input_shape):
         dims = input_shape[-1]

@@ -1,9 +1,12 @@
 """The `SimCLR` wrapper: any Keras backbone, a projection head, NT-Xent training."""
 
+import inspect
 import logging
 import os
 
 import keras
+
+from data_generators.checks import check_bool, check_choice, check_integer, check_positive, check_number
 
 from simclr_wrap.callbacks import (
     AtomicModelCheckpoint,
@@ -58,7 +61,11 @@ class SimCLR:
             N (layers without weights count) or a layer name (that layer and
             the rest). See `unfreeze_and_train`.
         temperature: softmax temperature of `SoftmaxCosineSim`.
-        lr: Adam learning rate of the first round.
+        lr: learning rate of the first round.
+        optimizer: the optimizer each round compiles afresh at its
+            learning rate: a Keras optimizer, its name ("adam", "sgd",
+            "adamw", ...) or its config (`keras.optimizers.serialize`); its
+            own learning rate is replaced by the round's. Default Adam.
         ph_regul: L1 factor on the head's kernels. The default, 1e-6, puts
             the penalty at about 2 % of the initial NT-Xent for a 2048-wide
             head on 2048 features, so it regularises without dominating; the
@@ -122,11 +129,19 @@ class SimCLR:
     `simclr_wrap.monitors`) when the data can be indexed, and warns when the
     projections collapse.
 
+    Every option but `base_model` and `strategy` is in `get_config()`, and
+    `SimCLR.from_config(config, base_model)` builds the same wrapper again;
+    `SimCLR.default_config()` gives the defaults. `pretrain`, the benchmark
+    and the command line pass these configs along rather than re-declaring
+    the options.
+
     Example:
     >>> backbone = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Conv2D(4, 3)])
     >>> simclr = SimCLR(backbone, batch_size=4, feat_dims_ph=(16, 8), save_path=None)
     >>> [t.name for t in simclr.SimCLR_model.inputs]
     ['view_a', 'view_b']
+    >>> SimCLR.from_config(simclr.get_config(), backbone).get_config() == simclr.get_config()
+    True
     """
 
     def __init__(
@@ -138,6 +153,7 @@ class SimCLR:
         num_of_unfrozen_layers=1,
         temperature=0.1,
         lr=1e-4,
+        optimizer="adam",
         ph_regul=1e-6,
         ph_activation="swish",
         pooling="flatten",
@@ -155,44 +171,32 @@ class SimCLR:
         sync_batchnorm=False,
     ):
         if not isinstance(base_model, keras.Model):
-            raise TypeError(f"base_model must be a keras.Model, got {type(base_model).__name__}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
-            raise ValueError(
-                f"batch_size must be an int >= 2 (a contrastive batch needs negatives), got batch_size={batch_size!r}"
-            )
-        _check_positive("lr", lr)
-        if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {POOLINGS}, got pooling={pooling!r}")
-        if ph_regul < 0:
-            raise ValueError(f"ph_regul must be >= 0, got ph_regul={ph_regul}")
+            raise TypeError(f"Expected base_model to be a keras.Model. Received: base_model={type(base_model).__name__}")
         self.base_model = base_model
-        self.batch_size = batch_size
-        self.feat_dims_ph = tuple(feat_dims_ph)
-        self.temperature = temperature
-        self.lr = lr
-        self.ph_regul = ph_regul
-        self.ph_activation = ph_activation
-        self.pooling = pooling
+        self.batch_size = check_integer("batch_size", batch_size, minimum=2, why="a contrastive batch needs negatives")
+        self.feat_dims_ph = tuple(check_integer("feat_dims_ph", width, minimum=1) for width in _sequence(
+            "feat_dims_ph", feat_dims_ph))
+        self.temperature = check_positive("temperature", temperature)
+        self.lr = check_positive("lr", lr)
+        self.optimizer = _optimizer_config(optimizer)
+        self.ph_regul = check_number("ph_regul", ph_regul, minimum=0)
+        self.ph_activation = keras.activations.serialize(keras.activations.get(ph_activation))
+        self.pooling = check_choice("pooling", pooling, POOLINGS)
         self.input_shape = _image_input_shape(base_model, input_shape)
-        self.unfreeze_batchnorm = unfreeze_batchnorm
-        self.seed = seed
+        self.unfreeze_batchnorm = check_bool("unfreeze_batchnorm", unfreeze_batchnorm)
+        self.seed = None if seed is None else check_integer("seed", seed, minimum=0)
         self.save_path = None if save_path is None else os.fspath(save_path)
-        self.early_stopping_patience = early_stopping_patience
-        self.reduce_lr_patience = reduce_lr_patience
-        if jit_compile not in (True, False, "auto"):
-            raise ValueError(f'jit_compile must be True, False or "auto", got jit_compile={jit_compile!r}')
-        self.jit_compile = jit_compile
-        if positives not in ("view", "nearest_neighbour"):
-            raise ValueError(f'positives must be "view" or "nearest_neighbour", got positives={positives!r}')
-        if positives == "nearest_neighbour" and (
-            isinstance(queue_size, bool) or not isinstance(queue_size, int) or queue_size < batch_size
-        ):
-            raise ValueError(f"queue_size must be an int >= batch_size={batch_size}, got queue_size={queue_size!r}")
-        self.positives, self.queue_size, self.same_view_negatives = positives, queue_size, same_view_negatives
+        self.early_stopping_patience = check_integer("early_stopping_patience", early_stopping_patience, minimum=0)
+        self.reduce_lr_patience = check_integer("reduce_lr_patience", reduce_lr_patience, minimum=0)
+        self.jit_compile = check_choice("jit_compile", jit_compile, (True, False, "auto"))
+        self.positives = check_choice("positives", positives, ("view", "nearest_neighbour"))
+        self.queue_size = check_integer("queue_size", queue_size, minimum=self.batch_size if positives ==
+                                        "nearest_neighbour" else 1, why="NNCLR's queue holds at least one batch")
+        self.same_view_negatives = check_bool("same_view_negatives", same_view_negatives)
         self.strategy = current_strategy(strategy)
         check_global_batch(self.strategy, batch_size)
         check_model_in_scope(self.strategy, base_model)
-        self.sync_batchnorm = bool(sync_batchnorm)
+        self.sync_batchnorm = check_bool("sync_batchnorm", sync_batchnorm)
         if self.sync_batchnorm:
             if not unfreeze_batchnorm:
                 logger.warning("sync_batchnorm=True does nothing while unfreeze_batchnorm=False: frozen "
@@ -200,14 +204,65 @@ class SimCLR:
             synchronise_batchnorm(base_model)
         self.round_ = 0
         self.history_ = {}
-        self._resume, self._initial_epoch, self._epochs_run = None, 0, 0
+        # Saved inside every backbone file (see `save_base_model`); callers may add to it.
+        self.backbone_metadata = {"input_shape": list(self.input_shape), "pooling": self.pooling}
+        self._epochs_run = 0
         self._checkpoint = None
         self._trainable_ids = set()
         self.num_of_unfrozen_layers = None
         with strategy_scope(self.strategy):
             self.SimCLR_model = self._build()
-        self._unfreeze(num_of_unfrozen_layers)
-        self._compile(lr)
+        # No warning here: a schedule usually replaces this first setting before any training.
+        self._unfreeze(num_of_unfrozen_layers, warn=False)
+        self._compile(self.lr)
+
+    # Configuration
+
+    def get_config(self):
+        """Every option of the constructor but `base_model` and `strategy`, JSON-serialisable.
+
+        `num_of_unfrozen_layers` and `lr` are those set now (they change with
+        each round of a schedule).
+        """
+        return {
+            "batch_size": self.batch_size,
+            "feat_dims_ph": list(self.feat_dims_ph),
+            "num_of_unfrozen_layers": self.num_of_unfrozen_layers,
+            "temperature": self.temperature,
+            "lr": self.lr,
+            "optimizer": self.optimizer,
+            "ph_regul": self.ph_regul,
+            "ph_activation": self.ph_activation,
+            "pooling": self.pooling,
+            "input_shape": list(self.input_shape),
+            "unfreeze_batchnorm": self.unfreeze_batchnorm,
+            "seed": self.seed,
+            "save_path": self.save_path,
+            "early_stopping_patience": self.early_stopping_patience,
+            "reduce_lr_patience": self.reduce_lr_patience,
+            "jit_compile": self.jit_compile,
+            "positives": self.positives,
+            "queue_size": self.queue_size,
+            "same_view_negatives": self.same_view_negatives,
+            "sync_batchnorm": self.sync_batchnorm,
+        }
+
+    @classmethod
+    def from_config(cls, config, base_model, strategy=None):
+        """A wrapper around `base_model` with the options of `config` (from `get_config`)."""
+        return cls(base_model, **check_options(config), strategy=strategy)
+
+    @classmethod
+    def default_config(cls):
+        """The constructor's defaults, as `get_config` would give them (without `input_shape`).
+
+        Example:
+        >>> SimCLR.default_config()["temperature"]
+        0.1
+        """
+        parameters = inspect.signature(cls.__init__).parameters
+        return {name: parameter.default for name, parameter in parameters.items()
+                if name not in ("self", "base_model", "strategy")}
 
     # Building
 
@@ -239,21 +294,20 @@ class SimCLR:
         return keras.Model([view_a, view_b], similarities, name="simclr")
 
     def _compile(self, lr):
-        _check_positive("lr", lr)
-        self.lr = lr
+        self.lr = check_positive("lr", lr)
         with strategy_scope(self.strategy):
             self.SimCLR_model.compile(
-                optimizer=keras.optimizers.Adam(lr),
+                optimizer=_new_optimizer(self.optimizer, self.lr),
                 loss=NTXent(),
                 metrics=contrastive_metrics(),
                 jit_compile=self.jit_compile,
             )
 
-    def _unfreeze(self, num_of_unfrozen_layers):
+    def _unfreeze(self, num_of_unfrozen_layers, warn=True):
         set_unfrozen_layers(self.base_model, num_of_unfrozen_layers, self.unfreeze_batchnorm)
         trainable_ids = {id(weight) for weight in self.base_model.trainable_weights}
         repeated = num_of_unfrozen_layers == self.num_of_unfrozen_layers  # warned about already
-        if num_of_unfrozen_layers not in (0, None) and not repeated and not trainable_ids - self._trainable_ids:
+        if warn and num_of_unfrozen_layers not in (0, None) and not repeated and not trainable_ids - self._trainable_ids:
             logger.warning(
                 "num_of_unfrozen_layers=%r makes no new layer of %r trainable (the last layers "
                 "have no weights, or were trainable already)",
@@ -287,12 +341,21 @@ class SimCLR:
                 stopped and the model is back at the weights of its last
                 finished epoch (nothing is saved for the round).
         """
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-            raise ValueError(f"epochs must be an int >= 0, got epochs={epochs!r}")
+        return self._fit_round(data_train, data_val, epochs, callbacks, verbose)
+
+    def _fit_round(self, data_train, data_val, epochs, callbacks, verbose, initial_epoch=0, resume=None):
+        """`train`, optionally going on from a saved state.
+
+        Args:
+            initial_epoch: epochs of this round finished before an interruption.
+            resume: `(store, state, epochs_before)` to save the schedule's state
+                after every epoch (`ResumeState`), continuing the round's
+                callbacks from `state` (None for a round that starts afresh);
+                `epochs_before` counts the schedule's epochs before the round.
+        """
+        check_integer("epochs", epochs, minimum=0)
         for name, data in (("data_train", data_train), ("data_val", data_val)):
-            size = getattr(data, "batch_size", self.batch_size)
-            if size != self.batch_size:
-                raise ValueError(f"{name} gives batches of {size} images but SimCLR has batch_size={self.batch_size}")
+            self._check_batches(name, data)
         self.round_ += 1
         trainable, frozen = parameter_counts(self.SimCLR_model)
         logger.info(
@@ -302,31 +365,28 @@ class SimCLR:
         )
         guard = StopOnNonFiniteLoss(self.round_, hints=f"lr={self.lr:g}, temperature={self.temperature:g}")
         defaults = self._round_callbacks(monitor="nt_xent" if data_val is None else "val_nt_xent")
-        resume, self._resume = self._resume, None  # set by train_schedule for one round
         tail = []
         if resume is not None:
-            state, saver, epochs_before = resume
+            store, state, epochs_before = resume
             early_stopping, plateau = defaults[1], defaults[2]
             checkpoint = self._checkpoint if self.save_path is not None else None
             if state is not None:
-                restore_callbacks(state, early_stopping, plateau, checkpoint, saver.folder)
-            saver.round_callbacks = (early_stopping, plateau, checkpoint)
-            saver.context = {"round": self.round_, "epochs_before": epochs_before, "history": self.history_}
-            tail = [saver]  # last: it records what every other callback made of the epoch
+                restore_callbacks(state, early_stopping, plateau, checkpoint, store.folder)
+            # Last: it records what every other callback made of the epoch.
+            tail = [store.round_writer(self.round_, epochs_before, self.history_, early_stopping, plateau, checkpoint)]
         history = self.SimCLR_model.fit(
             data_train,
             validation_data=data_val,
             epochs=epochs,
-            initial_epoch=self._initial_epoch,
+            initial_epoch=initial_epoch,
             shuffle=False,  # the generators shuffle, seeded; Keras would ignore it for them anyway
             # The guard first, so that no other callback sees a diverged epoch as its last.
             # Extra callbacks before the default ones, so that what they log
             # reaches the checkpoint, early stopping and the CSV file.
-            callbacks=[guard, *self._numbering(data_train), *self._monitors(data_train, data_val), *(callbacks or []),
-                       *defaults, *tail],
+            callbacks=[guard, *self._numbering(data_train, initial_epoch), *self._monitors(data_train, data_val),
+                       *(callbacks or []), *defaults, *tail],
             verbose=verbose,
         )
-        self._initial_epoch = 0
         self._epochs_run += len(history.epoch)
         for key, values in history.history.items():
             self.history_.setdefault(key, []).extend(values)
@@ -334,6 +394,28 @@ class SimCLR:
             raise guard.error
         self._end_round()
         return history
+
+    def _check_batches(self, name, data):
+        """Raise before `fit` if `data`'s batch size or image shape differ from this wrapper's.
+
+        Data that can be indexed (a `keras.utils.PyDataset` such as
+        `DataGeneratorSimCLR`) is checked on its first batch.
+        """
+        if data is None:
+            return
+        size = getattr(data, "batch_size", self.batch_size)
+        if size != self.batch_size:
+            raise ValueError(f"{name} gives batches of {size} images but SimCLR has batch_size={self.batch_size}")
+        if not (hasattr(data, "__getitem__") and hasattr(data, "__len__")) or len(data) == 0:
+            return
+        views = data[0][0]
+        shapes = [tuple(getattr(view, "shape", ())) for view in views] if isinstance(views, (tuple, list)) else []
+        if len(shapes) != 2 or any(shape[1:] != tuple(self.input_shape) for shape in shapes):
+            raise ValueError(
+                f"{name} gives views of shape {shapes} but backbone {self.base_model.name!r} takes images of "
+                f"shape {tuple(self.input_shape)}: build the generator with width={self.input_shape[1]}, "
+                f"height={self.input_shape[0]}, channels={self.input_shape[2]}"
+            )
 
     def _end_round(self):
         if self.save_path is not None:
@@ -395,8 +477,8 @@ class SimCLR:
             ]
         if self.save_path is None:
             raise ValueError("resume=True needs a save_path to keep the state in")
-        saver = ResumeState(os.path.join(self.save_path, "resume"), schedule)
-        state = saver.load()
+        store = ResumeState(os.path.join(self.save_path, "resume"), schedule)
+        state = store.load()
         histories, epochs_before = [], 0
         for number, (layers, lr, epochs) in enumerate(schedule, start=1):
             if state is not None and number < state["round"]:
@@ -405,34 +487,36 @@ class SimCLR:
             state = None
             self._unfreeze(layers)
             self._compile(lr)
+            initial_epoch = 0
             if resumed is not None:
-                self._load_state(saver, resumed)
+                self._load_state(store, resumed)
                 epochs_before = resumed["epochs_before_round"] + resumed["epochs_in_round"]
                 if resumed["stopped"] or resumed["epochs_in_round"] >= epochs:
                     # The round had finished: what its end does is left, the best weights first.
-                    best = load_best_weights(resumed, saver.folder)
+                    best = load_best_weights(resumed, store.folder)
                     if best is not None:
                         self.SimCLR_model.set_weights(best)
                     self.round_ += 1
                     self._end_round()
                     continue
-                self._initial_epoch = resumed["epochs_in_round"]
-            self._resume = (resumed, saver, epochs_before - (resumed or {}).get("epochs_in_round", 0))
-            histories.append(self.train(data_train, data_val, epochs, callbacks, verbose))
+                initial_epoch = resumed["epochs_in_round"]
+            round_start = epochs_before - initial_epoch
+            histories.append(self._fit_round(data_train, data_val, epochs, callbacks, verbose, initial_epoch,
+                                             resume=(store, resumed, round_start)))
             epochs_before += len(histories[-1].epoch)
         return histories
 
-    def _load_state(self, saver, state):
+    def _load_state(self, store, state):
         """Put back the weights, the optimizer, the round, the history and the epoch count of `state`."""
         # The optimizer's variables exist only once it is built for this round's trainable weights.
         with strategy_scope(self.strategy):
             self.SimCLR_model.optimizer.build(self.SimCLR_model.trainable_variables)
-        self.SimCLR_model.load_weights(os.path.join(saver.folder, state["weights"]))
+        self.SimCLR_model.load_weights(os.path.join(store.folder, state["weights"]))
         self.round_ = state["round"] - 1
         self.history_ = {key: list(values) for key, values in state["history"].items()}
         self._epochs_run = state["epochs_before_round"] + state["epochs_in_round"]
         logger.info("resuming round %d after its epoch %d (from %s)", state["round"], state["epochs_in_round"],
-                    saver.folder)
+                    store.folder)
 
     def check_schedule(self, schedule):
         """Validate a schedule against this backbone and return it as tuples.
@@ -442,9 +526,9 @@ class SimCLR:
         """
         return check_schedule(self.base_model, schedule)
 
-    def _numbering(self, data_train):
+    def _numbering(self, data_train, initial_epoch):
         """A `ScheduleEpoch` for training data whose views follow its `epoch`."""
-        return [ScheduleEpoch(data_train, self._epochs_run - self._initial_epoch)] if hasattr(data_train, "epoch") else []
+        return [ScheduleEpoch(data_train, self._epochs_run - initial_epoch)] if hasattr(data_train, "epoch") else []
 
     def _monitors(self, data_train, data_val):
         """A `ProjectionMonitor` on the first batch of the validation data (else the training data).
@@ -457,7 +541,7 @@ class SimCLR:
         if not (hasattr(data, "__getitem__") and hasattr(data, "__len__")) or len(data) == 0:
             return []
         views, _ = data[0]
-        return [ProjectionMonitor(self._projector, tuple(views), prefix=prefix)]
+        return [ProjectionMonitor(self._projector, tuple(views), prefix=prefix, backbone=self.base_model)]
 
     def _round_callbacks(self, monitor):
         callbacks = [
@@ -490,13 +574,52 @@ class SimCLR:
         return save_model_atomically(self.SimCLR_model, path)
 
     def save_base_model(self, path):
-        """Save the (adapted) backbone alone as `.keras`, atomically."""
-        return save_model_atomically(self.base_model, path)
+        """Save the (adapted) backbone alone as `.keras`, atomically.
+
+        The file carries `backbone_metadata` (image shape, pooling, and what
+        the caller added, such as the preprocessing), which `load_backbone`
+        reads back (`read_model_metadata`).
+        """
+        return save_model_atomically(self.base_model, path, metadata=self.backbone_metadata)
 
 
-def _check_positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a number > 0, got {name}={value!r}")
+def check_options(config):
+    """Return `config` if every key is a `SimCLR` option, else raise naming the unknown ones.
+
+    Example:
+    >>> check_options({"temperature": 0.2})
+    {'temperature': 0.2}
+    """
+    if not isinstance(config, dict):
+        raise TypeError(f"Expected the SimCLR options to be a dict. Received: {type(config).__name__}")
+    unknown = sorted(set(config) - set(SimCLR.default_config()))
+    if unknown:
+        raise ValueError(f"unknown SimCLR option(s) {unknown}; the options are {sorted(SimCLR.default_config())}")
+    return config
+
+
+def _sequence(name, value):
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise TypeError(f"Expected {name} to be a sequence of integers. Received: {name}={value!r}")
+    return list(value)
+
+
+def _optimizer_config(optimizer):
+    """The serialised form of an optimizer given as an instance, a name or a config."""
+    try:
+        return keras.optimizers.serialize(keras.optimizers.get(optimizer))
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            "Expected optimizer to be a Keras optimizer, its name (e.g. 'adam', 'sgd') or its config. "
+            f"Received: optimizer={optimizer!r} ({error})"
+        ) from None
+
+
+def _new_optimizer(config, lr):
+    """A fresh optimizer of `config` at learning rate `lr` (each round starts with new moments)."""
+    optimizer = keras.optimizers.deserialize(config)
+    optimizer.learning_rate = lr
+    return optimizer
 
 
 def _image_input_shape(base_model, input_shape):

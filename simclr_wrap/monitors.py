@@ -13,6 +13,14 @@ history and the CSV file):
   projections, averaged over dimensions and multiplied by sqrt(dimensions),
   so that projections spread evenly over the sphere give about 1 and
   collapsed ones (every image projected alike) give 0.
+
+When the projections collapse, the monitor warns, and names the likely
+cause: if the backbone's own features barely vary from image to image (as a
+randomly initialised backbone whose BatchNormalization layers are frozen in
+inference mode gives: its activations shrink layer after layer to about
+1e-11), the head has nothing to spread, and the warning says so and points to
+`unfreeze_batchnorm=True`; otherwise it points to the temperature, the
+learning rate and the augmentations.
 """
 
 import logging
@@ -21,7 +29,14 @@ import math
 import keras
 import numpy as np
 
+from data_generators.checks import check_number
+
 logger = logging.getLogger(__name__)
+
+# The backbone's features "barely vary" when their std over the batch is below this,
+# or below FEATURE_RELATIVE_FLOOR times their root mean square.
+FEATURE_STD_FLOOR = 1e-6
+FEATURE_RELATIVE_FLOOR = 1e-3
 
 
 def correlation_accuracy(projections_a, projections_b):
@@ -60,6 +75,35 @@ def projection_std(projections):
     return float(z.std(axis=0).mean() * math.sqrt(z.shape[1]))
 
 
+def feature_std(features):
+    """Std over the batch of each feature, averaged over the features, and the features' root mean square.
+
+    Args:
+        features: (B, ...) features of a batch of images (pooled vectors or
+            feature maps).
+
+    Returns:
+        `(std, rms)` floats.
+
+    Example:
+    >>> feature_std(np.full((4, 3), 2.0))
+    (0.0, 2.0)
+    """
+    f = np.asarray(features, np.float64).reshape(len(features), -1)
+    return float(f.std(axis=0).mean()), float(np.sqrt(np.mean(f**2)))
+
+
+def _batchnorm_layers(model):
+    """The BatchNormalization layers of `model` and of the models nested in it."""
+    found = []
+    for layer in getattr(model, "layers", []):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            found.append(layer)
+        elif isinstance(layer, keras.Model):
+            found.extend(_batchnorm_layers(layer))
+    return found
+
+
 class ProjectionMonitor(keras.callbacks.Callback):
     """Log correlation accuracy and projection std on a fixed batch of views; warn on collapse.
 
@@ -70,6 +114,10 @@ class ProjectionMonitor(keras.callbacks.Callback):
         views: the `(view_a, view_b)` batch to watch, the same every epoch.
         prefix: prefix of the log keys, e.g. "val_".
         collapse_threshold: warn when the projection std falls below it.
+        backbone: the backbone, a model from images to features, to tell on
+            collapse whether its features vary (it is run on both views,
+            concatenated, as SimCLR runs it). None: the first model nested
+            in `projector`, if any (the SimCLR projector's backbone).
 
     Example:
     >>> inputs = [keras.Input((3,)), keras.Input((3,))]
@@ -81,10 +129,13 @@ class ProjectionMonitor(keras.callbacks.Callback):
     ['val_correlation_accuracy', 'val_projection_std']
     """
 
-    def __init__(self, projector, views, prefix="val_", collapse_threshold=0.1):
+    def __init__(self, projector, views, prefix="val_", collapse_threshold=0.1, backbone=None):
         super().__init__()
         self.projector, self.views, self.prefix = projector, views, prefix
-        self.collapse_threshold = float(collapse_threshold)
+        self.collapse_threshold = check_number("collapse_threshold", collapse_threshold, minimum=0)
+        if backbone is not None and not callable(backbone):
+            raise TypeError(f"Expected backbone to be a Keras model or None. Received: backbone={backbone!r}")
+        self.backbone = backbone
 
     def on_epoch_end(self, epoch, logs=None):
         projections = keras.ops.convert_to_numpy(self.projector(list(self.views), training=False))
@@ -96,6 +147,36 @@ class ProjectionMonitor(keras.callbacks.Callback):
         if spread < self.collapse_threshold:
             logger.warning(
                 "epoch %d: the projections are collapsing (%sprojection_std %.3f, below %.3f): every image is "
-                "projected almost alike. Try a higher temperature, a lower learning rate or stronger augmentations.",
-                epoch + 1, self.prefix, spread, self.collapse_threshold,
+                "projected almost alike. %s", epoch + 1, self.prefix, spread, self.collapse_threshold, self._cause(),
             )
+
+    def _backbone(self):
+        if self.backbone is not None:
+            return self.backbone
+        nested = [layer for layer in getattr(self.projector, "layers", []) if isinstance(layer, keras.Model)]
+        return nested[0] if nested else None
+
+    def _cause(self):
+        """The likely cause of a collapse, with what to try."""
+        advice = "Try a higher temperature, a lower learning rate or stronger augmentations."
+        backbone = self._backbone()
+        if backbone is None:
+            return advice
+        try:
+            images = np.concatenate([np.asarray(view) for view in self.views])
+            features = keras.ops.convert_to_numpy(backbone(images, training=False))
+        except (TypeError, ValueError) as error:  # not a backbone of these views: no diagnosis
+            logger.debug("no diagnosis of the backbone's features: %s", error)
+            return advice
+        std, rms = feature_std(features)
+        if std >= FEATURE_STD_FLOOR and std >= FEATURE_RELATIVE_FLOOR * rms:
+            return f"The backbone's features do vary (std {std:.2g} over the batch). {advice}"
+        frozen = [layer for layer in _batchnorm_layers(backbone) if not layer.trainable]
+        found = (f"{len(frozen)} of its BatchNormalization layers are frozen in inference mode: a randomly "
+                 "initialised backbone whose BatchNormalization layers are frozen gives such features (its "
+                 "activations shrink layer after layer). Train them with unfreeze_batchnorm=True "
+                 "(--unfreeze-batchnorm on the command line), or start from pretrained weights."
+                 if frozen else "Check its weights (pretrained?) and the scaling of its input images.")
+        return (f"The likely cause is the backbone: its features barely vary from image to image (std {std:.2g} "
+                f"over the batch, root mean square {rms:.2g}), so the projection head has nothing to spread. "
+                f"{found}")

@@ -45,8 +45,8 @@ def _number(value):
     return None if value is None or not math.isfinite(float(value)) else float(value)
 
 
-class ResumeState(keras.callbacks.Callback):
-    """Write the state of a SimCLR schedule after every epoch, and read it back.
+class ResumeState:
+    """The saved state of a SimCLR schedule: read it back, and write it after every epoch.
 
     Args:
         folder: where the state lives (`<save_path>/resume`).
@@ -55,11 +55,20 @@ class ResumeState(keras.callbacks.Callback):
     """
 
     def __init__(self, folder, schedule):
-        super().__init__()
         self.folder = os.fspath(folder)
         self.schedule = [list(map(_jsonable, entry)) for entry in schedule]
-        self.round_callbacks = None  # set per round by the wrapper: (early stopping, plateau, checkpoint)
-        self.context = {}  # round, epochs done before this round, history before this round
+
+    def round_writer(self, round_number, epochs_before, history, early_stopping, plateau, checkpoint):
+        """The callback that writes this round's state after each of its epochs.
+
+        Args:
+            round_number: the round, counted from 1.
+            epochs_before: epochs of the schedule run before this round.
+            history: the schedule's history before this round.
+            early_stopping, plateau, checkpoint: the round's callbacks whose
+                state is saved (`checkpoint` may be None).
+        """
+        return _RoundStateWriter(self, round_number, epochs_before, history, early_stopping, plateau, checkpoint)
 
     def load(self):
         """The saved state as a dict, or None when there is none for this schedule.
@@ -91,12 +100,21 @@ class ResumeState(keras.callbacks.Callback):
                 )
         return state
 
-    def on_train_begin(self, logs=None):
-        self._history = {key: list(values) for key, values in self.context["history"].items()}
+
+
+class _RoundStateWriter(keras.callbacks.Callback):
+    """Writes the schedule's state after every epoch of one round (see `ResumeState.round_writer`)."""
+
+    def __init__(self, store, round_number, epochs_before, history, early_stopping, plateau, checkpoint):
+        super().__init__()
+        self.folder, self.schedule = store.folder, store.schedule
+        self.round_number, self.epochs_before = round_number, epochs_before
+        self._history = {key: list(values) for key, values in history.items()}
+        self.early_stopping, self.plateau, self.checkpoint = early_stopping, plateau, checkpoint
 
     def on_epoch_end(self, epoch, logs=None):
-        early_stopping, plateau, checkpoint = self.round_callbacks
-        stem = f"epoch_{self.context['epochs_before'] + epoch + 1}"
+        early_stopping, plateau, checkpoint = self.early_stopping, self.plateau, self.checkpoint
+        stem = f"epoch_{self.epochs_before + epoch + 1}"
         weights = os.path.join(self.folder, stem + ".weights.h5")
         with atomic_output(weights) as tmp:
             self.model.save_weights(tmp)
@@ -110,9 +128,9 @@ class ResumeState(keras.callbacks.Callback):
             self._history.setdefault(key, []).append(float(value))
         state = {
             "schedule": self.schedule,
-            "round": self.context["round"],
+            "round": self.round_number,
             "epochs_in_round": epoch + 1,
-            "epochs_before_round": self.context["epochs_before"],
+            "epochs_before_round": self.epochs_before,
             "history": self._history,
             "early_stopping": {"wait": early_stopping.wait, "best": _number(early_stopping.best),
                                "best_epoch": early_stopping.best_epoch},

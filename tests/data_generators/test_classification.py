@@ -102,9 +102,16 @@ def test_errors_name_the_argument(numbered_images, tiny_image_folder):
     images, _ = numbered_images
     with pytest.raises(ValueError, match="data has no labels"):
         generator((images, None), width=8, height=8)
-    with pytest.raises(ValueError, match="batch_size must be >= 1, got batch_size=0"):
+    with pytest.raises(ValueError, match=r"Expected batch_size to be an integer >= 1\. Received: batch_size=0"):
         generator(tiny_image_folder, batch_size=0)
-    with pytest.raises(ValueError, match="data labels must have shape"):
+    with pytest.raises(TypeError, match="Expected batch_size to be an integer >= 1. Received: batch_size=2.5"):
+        generator(tiny_image_folder, batch_size=2.5)
+    with pytest.raises(ValueError, match=r"Expected subset to be one of \['train', 'val', 'test', None\]. "
+                                         r"Received: subset='holdout'"):
+        generator(tiny_image_folder, subset="holdout")
+    with pytest.raises(ValueError, match=r"Expected data labels of shape \(20,\), one per image\. "
+                                         r"Received: labels of shape \(2,\)"):
         generator((images, [0, 1]), width=8, height=8)
-    with pytest.raises(TypeError, match="preprocess_input"):
+    with pytest.raises(TypeError, match="Expected preprocess_input to be a callable or None. "
+                                        "Received: preprocess_input='vgg16'"):
         generator(tiny_image_folder, preprocess_input="vgg16")

@@ -134,7 +134,8 @@ def test_load_frame_dispatches_on_what_it_is_given(tmp_path, tiny_image_folder):
         load_frame(pd.DataFrame({"filename": ["a.png"]}))
     with pytest.raises(FileNotFoundError, match="absent"):
         load_frame(tmp_path / "absent")
-    with pytest.raises(TypeError, match="data must be"):
+    with pytest.raises(TypeError, match="Expected data to be a folder, a .csv split file or a DataFrame. "
+                                        "Received: data of type int"):
         load_frame(42)
 
 

@@ -67,15 +67,23 @@ def test_subset_selects_split_rows(split_frame):
     assert val.class_labels == ["circle", "square", "stripes"]
     with pytest.raises(ValueError, match="subset='val' selects no rows"):
         generator(split_frame[split_frame["split"] != "val"], subset="val")
-    with pytest.raises(ValueError, match="subset must be one of"):
+    with pytest.raises(ValueError, match=r"Expected subset to be one of \['train', 'val', 'test'\]. "
+                                         r"Received: subset='validation'"):
         generator(split_frame, subset="validation")
+    with pytest.raises(ValueError, match="Received: subset=None"):
+        generator(split_frame, subset=None)
 
 
 def test_batch_size_errors_name_batch_size_and_the_data(split_frame):
-    with pytest.raises(ValueError, match="batch_size=13 is larger than the 12 images of subset 'train'"):
+    with pytest.raises(ValueError, match="Expected batch_size to be at most the 12 images of subset 'train'. "
+                                         "Received: batch_size=13"):
         generator(split_frame, batch_size=13)
-    with pytest.raises(ValueError, match="batch_size must be >= 2, got batch_size=1"):
+    with pytest.raises(ValueError, match=r"Expected batch_size to be an integer >= 2 "
+                                         r"\(a contrastive batch needs negatives\)\. "
+                                         r"Received: batch_size=1"):
         generator(split_frame, batch_size=1)
+    with pytest.raises(TypeError, match="Received: batch_size='8'"):
+        generator(split_frame, batch_size="8")
 
 
 def test_missing_files_are_found_at_construction(split_frame):
@@ -173,7 +181,7 @@ def test_multiprocessing_workers_give_the_same_views_each_epoch(tiny_image_folde
 def test_unknown_pydataset_argument_is_refused(tiny_image_folder):
     with pytest.raises(TypeError, match="worker"):
         generator(tiny_image_folder, worker=2)
-    with pytest.raises(TypeError, match="augmentation"):
+    with pytest.raises(TypeError, match="Expected augmentation to be a callable .* Received: augmentation='strong'"):
         generator(tiny_image_folder, augmentation="strong")
     frame = pd.DataFrame({"filename": frame_from_folder(tiny_image_folder)["filename"]})
     with pytest.raises(ValueError, match="class_label"):

@@ -47,11 +47,14 @@ def test_permuted_blocks_are_p_and_its_transpose():
 
 
 def test_invalid_arguments_are_named():
-    with pytest.raises(ValueError, match="batch_size must be >= 2, got batch_size=1"):
+    with pytest.raises(ValueError, match=r"Expected batch_size to be an integer >= 2 "
+                                         r"\(a contrastive batch needs negatives\)\. "
+                                         r"Received: batch_size=1"):
         contrastive_target(1)
-    with pytest.raises(TypeError, match="batch_size"):
+    with pytest.raises(TypeError, match="Received: batch_size=True"):
         contrastive_target(True)
-    with pytest.raises(ValueError, match="permutation"):
+    with pytest.raises(ValueError, match=r"Expected permutation to be a permutation of range\(batch_size=3\)\. "
+                                         r"Received: permutation=\[0, 0, 1\]"):
         contrastive_target(3, [0, 0, 1])
     with pytest.raises(ValueError, match="permutation"):
         contrastive_target(3, [0, 1])

@@ -10,11 +10,12 @@ import pytest
 
 from evaluation.benchmark import run_benchmark
 from evaluation.cli import main
+from evaluation.finetune import FineTunedClassifier
 from evaluation.report import summary_table
-from tests.conftest import TINY_SIZE, make_tiny_backbone, write_image_folder
+from tests.conftest import make_tiny_backbone, write_image_folder
 
-FAST = dict(size=TINY_SIZE, pooling="avg", schedule=[("all", 1e-3, 1)], finetune_schedule=[(0, 1e-3, 1), ("all", 1e-4, 1)],
-            batch_size=4, feat_dims=(16, 8), knn_k=3, verbose=0)
+FAST = dict(schedule=[("all", 1e-3, 1)], simclr=dict(pooling="avg", batch_size=4, feat_dims_ph=(16, 8)),
+            finetune=dict(schedule=[(0, 1e-3, 1), ("all", 1e-4, 1)]), knn_k=3, verbose=0)
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +47,22 @@ def test_results_json_loads_into_a_dataframe_with_settings_once(benchmark_run):
     results = json.loads((out / "results.json").read_text())
     frame = pd.DataFrame(results["records"])
     pd.testing.assert_frame_equal(frame, records)
-    for key in ("backbone", "method", "stage", "classifier", "fraction", "run", "n_labels", "accuracy"):
+    for key in ("backbone", "method", "stage", "classifier", "fraction", "run", "n_labels", "accuracy",
+                "val_accuracy", "selected"):
         assert key in frame.columns
     assert results["settings"]["runs"] == 2 and results["versions"]["keras"] == keras.__version__
+    assert results["settings"]["simclr"] == FAST["simclr"] | {"feat_dims_ph": [16, 8]}
+    assert results["settings"]["finetune"]["schedule"] == [[0, 1e-3, 1], ["all", 1e-4, 1]]
+
+
+def test_every_record_says_what_its_classifier_selected(benchmark_run):
+    records, _ = benchmark_run
+    by_classifier = records.groupby("classifier")["selected"]
+    assert all(set(selected) == {"C"} and selected["C"] > 0 for selected in by_classifier.get_group("linear"))
+    assert all(selected == {"k": 3} for selected in by_classifier.get_group("knn"))
+    for selected in by_classifier.get_group("fine_tuned"):
+        assert selected["round"] in (1, 2) and selected["epoch"] >= 1
+    assert records["val_accuracy"].between(0, 1).all()
 
 
 def test_report_and_plots_are_written(benchmark_run):
@@ -87,12 +101,13 @@ def test_supervised_baseline_records_scratch(folder, tmp_path):
 
 
 def test_nnclr_records_have_method_nnclr(folder, tmp_path):
-    settings = {**FAST, "batch_size": 4}
+    settings = dict(FAST)
+    settings["simclr"] = {**FAST["simclr"], "positives": "nearest_neighbour", "queue_size": 16}
     records = run_benchmark(folder, make_tiny_backbone(), tmp_path, fractions=(1.0,), runs=1, classifiers=("knn",),
-                            positives="nearest_neighbour", queue_size=16, **settings)
+                            **settings)
     assert records.set_index("stage")["method"].to_dict() == {"before": "none", "after": "nnclr"}
     settings = json.loads((tmp_path / "results.json").read_text())["settings"]
-    assert settings["positives"] == "nearest_neighbour" and settings["queue_size"] == 16
+    assert settings["simclr"]["positives"] == "nearest_neighbour" and settings["simclr"]["queue_size"] == 16
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -100,6 +115,8 @@ def test_nnclr_records_have_method_nnclr(folder, tmp_path):
     ({"fractions": (0.01,)}, "fraction"),
     ({"runs": 0}, "runs"),
     ({"classifiers": ("svm",)}, "svm"),
+    ({"simclr": {"temprature": 0.1}}, "temprature"),
+    ({"finetune": {"patience": -1}}, "patience"),
 ])
 def test_bad_settings_fail_before_any_training(folder, tmp_path, kwargs, match):
     settings = {**FAST, "fractions": (1.0,), "runs": 1, **kwargs}
@@ -135,19 +152,17 @@ class Killed(Exception):
 
 
 def test_an_interrupted_benchmark_resumes_without_running_finished_cells(folder, tmp_path, monkeypatch):
-    from evaluation import benchmark
-
     calls, killed = [], []
-    real = benchmark.finetune_classifier
+    real = FineTunedClassifier.fit
 
-    def flaky(*args, **kwargs):
-        calls.append(kwargs["seed"])
+    def flaky(self, *args, **kwargs):
+        calls.append(self.seed)
         if len(calls) == 3 and not killed:
             killed.append(True)
             raise Killed  # in the third fine-tuning of the run
-        return real(*args, **kwargs)
+        return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(benchmark, "finetune_classifier", flaky)
+    monkeypatch.setattr(FineTunedClassifier, "fit", flaky)
     settings = dict(fractions=(1.0, 0.2), runs=2, classifiers=("linear", "fine_tuned"), **FAST)
     with pytest.raises(Killed):
         run_benchmark(folder, make_tiny_backbone(), tmp_path, **settings)
@@ -165,20 +180,18 @@ def test_an_interrupted_benchmark_resumes_without_running_finished_cells(folder,
 
 
 def test_no_frozen_cache_fine_tunes_end_to_end(folder, tmp_path, monkeypatch):
-    from evaluation import benchmark
-
     seen = []
-    real = benchmark.finetune_classifier
+    real = FineTunedClassifier.fit
 
-    def recording(*args, **kwargs):
-        seen.append(kwargs["cache_frozen"])
-        return real(*args, **kwargs)
+    def recording(self, *args, **kwargs):
+        seen.append(self.cache_frozen)
+        return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(benchmark, "finetune_classifier", recording)
+    monkeypatch.setattr(FineTunedClassifier, "fit", recording)
     argv = ["benchmark", "--data", folder, "--backbone", "small_cnn", "--size", "16", "--batch-size", "4",
             "--feat-dims", "16,8", "--schedule", "all:1e-3:1", "--finetune-schedule", "0:1e-3:1", "--fractions",
             "1.0", "--runs", "1", "--classifiers", "fine_tuned", "--pooling", "avg", "--no-frozen-cache",
             "--out", str(tmp_path / "out")]
     assert main(argv) == 0
     assert seen == [False, False]  # before and after SimCLR
-    assert json.loads((tmp_path / "out" / "results.json").read_text())["settings"]["cache_frozen"] is False
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["settings"]["finetune"]["cache_frozen"] is False

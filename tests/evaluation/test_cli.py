@@ -1,14 +1,17 @@
 """The `simclr-wrap pretrain` command on a tiny image folder."""
 
+import json
 import os
+import shutil
 
 import keras
 import numpy as np
 import pandas as pd
 import pytest
 
-from evaluation.cli import build_parser, main
+from evaluation.cli import OPTIONS, build_parser, main
 from evaluation.pretraining import parse_schedule
+from simclr_wrap import SimCLR
 from tests.conftest import TINY_CLASSES
 
 TINY_RUN = ["--size", "16", "--batch-size", "4", "--feat-dims", "16,8", "--schedule", "all:1e-3:1,2:1e-4:1"]
@@ -50,11 +53,16 @@ def test_pretrain_reads_a_split_file_and_ignores_test_rows(tiny_image_folder, tm
         files = sorted(os.listdir(os.path.join(tiny_image_folder, label)))
         splits = ["train"] * 4 + ["val", "test"]
         rows += [(f"{label}/{name}", label, split) for name, split in zip(files, splits)]
-    split_file = os.path.join(tiny_image_folder, "split.csv")
+    folder = tmp_path / "with_corrupt_test_images"
+    shutil.copytree(tiny_image_folder, folder)
+    for name, _, split in rows:
+        if split == "test":  # SimCLR must not read them: reading one would fail
+            (folder / name).write_bytes(b"not an image")
+    split_file = folder / "split.csv"
     pd.DataFrame(rows, columns=["filename", "label", "split"]).to_csv(split_file, index=False)
     out = tmp_path / "run"
     args = [a if a != "4" else "3" for a in TINY_RUN]  # 3 val images: batches of 3
-    assert main(["pretrain", "--data", split_file, "--out", str(out), *args]) == 0
+    assert main(["pretrain", "--data", str(split_file), "--out", str(out), *args]) == 0
     assert len(pd.read_csv(out / "history.csv")) == 2
 
 
@@ -63,6 +71,8 @@ def test_pretrain_reads_a_split_file_and_ignores_test_rows(tiny_image_folder, tm
     (["--schedule", "99:1e-4:1"], "num_of_unfrozen_layers=99"),
     (["--batch-size", "50"], "batch_size=50"),
     (["--feat-dims", "16,x"], "--feat-dims"),
+    (["--temperature", "0"], "Expected temperature to be a number > 0. Received: temperature=0.0"),
+    (["--optimizer", "adamm"], "optimizer='adamm'"),
     (["--backbone", "no_such_net"], "no_such_net"),
 ])
 def test_pretrain_reports_bad_input_without_writing(tiny_image_folder, tmp_path, capsys, extra, message):
@@ -93,6 +103,39 @@ def test_help_documents_every_option(capsys):
     for option in ("--data", "--backbone", "--weights", "--size", "--preprocess", "--pooling", "--batch-size",
                    "--schedule", "--temperature", "--feat-dims", "--color-strength", "--seed", "--out"):
         assert option in text
+    assert "default: None" not in text and "{'" not in text  # no Python reprs or dict dumps
+
+
+def test_help_shows_the_defaults_of_the_objects_configured(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["benchmark", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    defaults = SimCLR.default_config()
+    assert f"softmax temperature of NT-Xent (default: {defaults['temperature']};" in text
+    assert f"NNCLR's queue of past projections (default: {defaults['queue_size']})" in text
+    assert "(default: adam)" in text and "(default: 1:0.0001:5,2:1e-05:5;" in text
+    assert "(default: 0:0.001:30,2:0.0001:5; without --data: 0:0.001:30,all:0.0001:5)" in text
+
+
+def test_every_simclr_option_is_reachable_from_the_command_line():
+    set_elsewhere = {"num_of_unfrozen_layers", "lr", "save_path", "input_shape", "seed"}  # schedule, --out, --size, --seed
+    flags = {option.key for option in OPTIONS if option.group == "simclr" and "pretrain" in option.commands}
+    assert flags == set(SimCLR.default_config()) - set_elsewhere
+
+
+def test_pretrain_passes_simclr_options_through_to_the_wrapper(tiny_image_folder, tmp_path):
+    out = tmp_path / "run"
+    assert main(["pretrain", "--data", tiny_image_folder, "--out", str(out), *TINY_RUN, "--optimizer", "sgd",
+                 "--ph-regul", "0.001", "--unfreeze-batchnorm", "--early-stopping-patience", "1",
+                 "--temperature", "0.3", "--seed", "5"]) == 0
+    config = json.loads((out / "pretrain_config.json").read_text())
+    simclr = config["simclr"]
+    assert simclr["optimizer"]["class_name"].lower() == "sgd" and simclr["ph_regul"] == 0.001
+    assert simclr["unfreeze_batchnorm"] is True and simclr["early_stopping_patience"] == 1
+    assert simclr["temperature"] == 0.3 and simclr["seed"] == 5 and config["seed"] == 5
+    assert simclr["feat_dims_ph"] == [16, 8] and config["backbone"]["input_shape"] == [16, 16, 3]
+    n_layers = len(keras.models.load_model(out / "base_model.keras").layers)
+    assert config["schedule"] == [[n_layers, 0.001, 1], [2, 0.0001, 1]]  # "all" resolved to every layer
 
 
 def test_parse_schedule_accepts_counts_names_and_all():

@@ -1,27 +1,31 @@
 """The fine-tuned classifier: a cloned backbone, gradual unfreezing, a test split read once."""
 
+import inspect
+import json
+import re
+
 import keras
 import numpy as np
 import pytest
 
 from data_generators import DataGeneratorClass
 from evaluation.features import feature_extractor
-from evaluation.finetune import classifier_model, finetune_classifier
-from evaluation.frozen_prefix import HEAD_LAYERS
+from evaluation.finetune import FineTunedClassifier, classifier_model, finetune_classifier
 from simclr_wrap.backbones import get_preprocessing
 from tests.conftest import TINY_SIZE
 
 LEVELS = (40, 120, 200)  # the class of an image is its brightness
 
 
-def brightness_data(n_per_class, seed, shuffle=False):
-    """A generator of noisy grey images whose class is their mean brightness."""
+def brightness_data(n_per_class, seed, shuffle=False, label_shift=0):
+    """A generator of noisy grey images whose class is their mean brightness (plus `label_shift`, modulo 3)."""
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(len(LEVELS)), n_per_class)
     noise = rng.normal(0, 20, (len(labels), TINY_SIZE, TINY_SIZE, 3))
     images = np.clip(np.take(LEVELS, labels)[:, None, None, None] + noise, 0, 255).astype(np.uint8)
     return DataGeneratorClass(
-        (images, labels), batch_size=8, classes=list(range(len(LEVELS))), width=TINY_SIZE, height=TINY_SIZE,
+        (images, (labels + label_shift) % len(LEVELS)), batch_size=8, classes=list(range(len(LEVELS))),
+        width=TINY_SIZE, height=TINY_SIZE,
         shuffle=shuffle, preprocess_input=get_preprocessing("unit"), seed=seed,
     )
 
@@ -46,6 +50,17 @@ class Recorded(keras.utils.PyDataset):
         return self.data[index]
 
 
+def find_layer(model, name):
+    """The layer called `name` in `model` or in a model nested in it."""
+    for layer in model.layers:
+        if layer.name == name:
+            return layer
+        found = find_layer(layer, name) if isinstance(layer, keras.Model) else None
+        if found is not None:
+            return found
+    return None
+
+
 class RoundSpy(keras.callbacks.Callback):
     """Records, for each `fit`, the trainable weights and which backbone layers changed."""
 
@@ -55,10 +70,10 @@ class RoundSpy(keras.callbacks.Callback):
         self.rounds = []
 
     def _backbone_weights(self):
-        # A cached round trains a suffix model: the unfrozen backbone layers and the head, at top level.
+        # A cached round trains a suffix model: the unfrozen backbone layers at top level, then the head model.
         names = [layer.name for layer in self.model.layers]
         layers = self.model.get_layer("tiny_backbone").layers if "tiny_backbone" in names else [
-            layer for layer in self.model.layers if layer.name not in HEAD_LAYERS]
+            layer for layer in self.model.layers if not isinstance(layer, keras.Model)]
         return {layer.name: [w.numpy().copy() for w in layer.weights] for layer in layers if layer.weights}
 
     def on_train_begin(self, logs=None):
@@ -67,7 +82,7 @@ class RoundSpy(keras.callbacks.Callback):
             "trainable": len(self.model.trainable_weights),
             "start": [w.copy() for w in self.model.get_weights()],
             "backbone": self._backbone_weights(),
-            "head_mean": self.model.get_layer("head_batchnorm").moving_mean.numpy().copy(),
+            "head_mean": find_layer(self.model, "head_batchnorm").moving_mean.numpy().copy(),
         })
 
     def on_train_end(self, logs=None):
@@ -185,12 +200,14 @@ def test_the_test_split_is_read_once_after_training_and_selects_nothing(tiny_bac
 
 
 @pytest.mark.parametrize("schedule,match", [
-    ([(0, 1e-3, 1), (8, 1e-3, 1)], "schedule round 2: num_of_unfrozen_layers=8 but 'tiny_backbone' has 7 layers"),
-    ([(0, 1e-3, 1), ("block5", 1e-3, 1)], "schedule round 2: num_of_unfrozen_layers='block5' is not a layer"),
-    ([(0, 1e-3, 1), (1, 0, 1)], "schedule round 2: lr must be a number > 0"),
-    ([(0, 1e-3, -1)], "schedule round 1: epochs must be an int >= 0"),
-    ([(0, 1e-3, 1), (1, 1e-3)], r"schedule round 2 is \(1, 0.001\)"),
-    ([], "schedule is empty"),
+    # Checked against the backbone by simclr_wrap.unfreezing.check_schedule, in fit.
+    ([(0, 1e-3, 1), (8, 1e-3, 1)], "schedule round 2: .*num_of_unfrozen_layers=8"),
+    ([(0, 1e-3, 1), ("block5", 1e-3, 1)], "schedule round 2: .*num_of_unfrozen_layers='block5'"),
+    # Checked by FineTunedClassifier, at construction.
+    ([(0, 1e-3, 1), (1, 0, 1)], "schedule round 2: Expected lr to be a number > 0. Received: lr=0"),
+    ([(0, 1e-3, -1)], "schedule round 1: Expected epochs to be an integer >= 0. Received: epochs=-1"),
+    ([(0, 1e-3, 1), (1, 1e-3)], r"schedule round 2: Expected a round .* Received: \(1, 0.001\)"),
+    ([], "Expected schedule to hold at least one round"),
 ])
 def test_schedule_errors_name_the_round_before_any_training(tiny_backbone, splits, monkeypatch, schedule, match):
     monkeypatch.setattr(keras.Model, "fit", lambda *args, **kwargs: pytest.fail("fit ran before the check"))
@@ -199,11 +216,11 @@ def test_schedule_errors_name_the_round_before_any_training(tiny_backbone, split
 
 
 @pytest.mark.parametrize("options,match", [
-    ({"n_classes": 1}, "n_classes must be an int >= 2"),
-    ({"hidden_units": 0}, "hidden_units must be an int >= 1"),
-    ({"regularisation": -1e-4}, "regularisation must be a number >= 0"),
-    ({"seed": -1}, "seed must be an int >= 0"),
-    ({"pooling": "mean"}, "pooling="),
+    ({"n_classes": 1}, "Expected n_classes to be an integer >= 2. Received: n_classes=1"),
+    ({"hidden_units": 0}, "Expected hidden_units to be an integer >= 1"),
+    ({"regularisation": -1e-4}, "Expected regularisation to be a number >= 0"),
+    ({"seed": -1}, "Expected seed to be an integer >= 0"),
+    ({"pooling": "mean"}, "Received: pooling='mean'"),
 ])
 def test_classifier_rejects_bad_arguments(tiny_backbone, options, match):
     with pytest.raises(ValueError, match=match):
@@ -231,5 +248,142 @@ def test_rejects_splits_with_other_classes_and_bad_patience(tiny_backbone, split
     other = DataGeneratorClass((images, labels), batch_size=2, classes=[1, 0], width=TINY_SIZE, height=TINY_SIZE)
     with pytest.raises(ValueError, match=r"test_data has classes \[1, 0\] but train_data has \[0, 1, 2\]"):
         finetune_classifier(tiny_backbone, train, val, other)
-    with pytest.raises(ValueError, match="patience must be an int >= 0"):
+    with pytest.raises(ValueError, match="Expected patience to be an integer >= 0. Received: patience=-1"):
         finetune_classifier(tiny_backbone, train, val, val, patience=-1)
+
+
+class Counted(keras.utils.PyDataset):
+    """A data source that logs the index of every batch read from it."""
+
+    def __init__(self, data):
+        super().__init__()
+        self.data, self.reads = data, []
+        self.classes = data.classes
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, index):
+        self.reads.append(index)
+        return self.data[index]
+
+
+class EpochWeights(keras.callbacks.Callback):
+    """The weights of the model that trains at the end of every epoch, per round."""
+
+    def __init__(self):
+        super().__init__()
+        self.rounds = []
+
+    def on_train_begin(self, logs=None):
+        self.rounds.append([])
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.rounds[-1].append([w.copy() for w in self.model.get_weights()])
+
+
+def test_the_config_round_trips_and_holds_every_option():
+    defaults = FineTunedClassifier().get_config()
+    assert defaults["schedule"] == [[0, 1e-3, 30], [2, 1e-4, 5]]
+    options = dict(
+        schedule=((0, 1e-2, 4), ("all", 1e-4, 2), ("conv2", 1e-5, 1)), pooling="avg", hidden_units=16,
+        regularisation=0, patience=1, unfreeze_batchnorm=True, cache_frozen=False, cache_bytes=1024, seed=7,
+        verbose="auto",
+    )
+    config = FineTunedClassifier(**options).get_config()
+    assert sorted(config) == sorted(inspect.signature(FineTunedClassifier).parameters)
+    assert config == {**options, "schedule": [[0, 1e-2, 4], ["all", 1e-4, 2], ["conv2", 1e-5, 1]]}
+    rebuilt = FineTunedClassifier.from_config(json.loads(json.dumps(config)))
+    assert rebuilt.get_config() == config and rebuilt.get_config() != defaults
+    assert repr(rebuilt).startswith("FineTunedClassifier(schedule=[[0, 0.01, 4], ['all', 0.0001, 2]")
+
+
+def test_selected_names_the_kept_round_and_the_epoch_early_stopping_restored(tiny_backbone, splits):
+    train, val, _ = splits
+    epochs = EpochWeights()
+    classifier = FineTunedClassifier(
+        schedule=[(0, 1e-2, 3), (4, 10.0, 1)], patience=1, hidden_units=8,
+        cache_frozen=False,  # the callback then sees the whole classifier, whose weights the test compares
+    ).fit(tiny_backbone, train, val, callbacks=[epochs])
+    first, second = classifier.rounds_
+    assert first["kept"] and not second["kept"]  # round 2's rate of 10 diverges: undone
+    val_losses = classifier.history_["val_loss"][:first["epochs"]]
+    assert first["best_epoch"] == 1 + int(np.argmin(val_losses)) < first["epochs"]  # restored, not the last epoch
+    assert classifier.selected_ == {"round": 1, "epoch": first["best_epoch"], "num_of_unfrozen_layers": 0, "lr": 1e-2}
+    restored = epochs.rounds[0][first["best_epoch"] - 1]
+    assert all((a == b).all() for a, b in zip(classifier.model_.get_weights(), restored))
+    assert classifier.evaluate(val)["selected"] == classifier.selected_
+
+
+def test_the_last_kept_round_is_selected(tiny_backbone):
+    train = brightness_data(8, seed=1, shuffle=True)
+    classifier = FineTunedClassifier(schedule=[(0, 1e-2, 2), (2, 1e-3, 2)], hidden_units=8).fit(
+        tiny_backbone, train, brightness_data(4, seed=2))
+    assert [r["kept"] for r in classifier.rounds_] == [True, True]
+    assert classifier.selected_ == {"round": 2, "epoch": classifier.rounds_[1]["best_epoch"],
+                                    "num_of_unfrozen_layers": 2, "lr": 1e-3}
+    assert classifier.epochs_ == 4 and classifier.history_["round"] == [1, 1, 2, 2]
+
+
+@pytest.mark.parametrize("options,error,message", [
+    ({"patience": -1}, ValueError, "Expected patience to be an integer >= 0. Received: patience=-1"),
+    ({"patience": 1.5}, TypeError, "Received: patience=1.5"),
+    ({"hidden_units": 0}, ValueError, "Expected hidden_units to be an integer >= 1. Received: hidden_units=0"),
+    ({"hidden_units": "8"}, TypeError, "Received: hidden_units='8'"),
+    ({"regularisation": -1e-4}, ValueError, "Expected regularisation to be a number >= 0"),
+    ({"regularisation": None}, TypeError, "Received: regularisation=None"),
+    ({"pooling": "mean"}, ValueError, "Expected pooling to be one of ['flatten', 'avg', 'max']"),
+    ({"seed": -1}, ValueError, "Expected seed to be an integer >= 0. Received: seed=-1"),
+    ({"unfreeze_batchnorm": 1}, TypeError, "Expected unfreeze_batchnorm to be True or False"),
+    ({"cache_frozen": "yes"}, TypeError, "Expected cache_frozen to be True or False"),
+    ({"cache_bytes": -1}, ValueError, "Expected cache_bytes to be an integer >= 0. Received: cache_bytes=-1"),
+    ({"verbose": 3}, ValueError, "Expected verbose to be an integer >= 0 and <= 2 (or 'auto')"),
+    ({"verbose": "loud"}, TypeError, "Received: verbose='loud'"),
+    ({"schedule": 3}, TypeError, "Expected schedule to be a sequence"),
+    ({"schedule": []}, ValueError, "Expected schedule to hold at least one round"),
+    ({"schedule": [(0, 1e-3, 1), (1, 1e-3)]}, ValueError,
+     "schedule round 2: Expected a round (num_of_unfrozen_layers, lr, epochs). Received: (1, 0.001)"),
+    ({"schedule": [(0, 1e-3, 1), 2]}, TypeError, "schedule round 2: Expected a round"),
+    ({"schedule": [(0, 0.0, 1)]}, ValueError, "schedule round 1: Expected lr to be a number > 0. Received: lr=0.0"),
+    ({"schedule": [(0, "1e-3", 1)]}, TypeError, "schedule round 1: Expected lr to be a number > 0. Received: lr='1e-3"),
+    ({"schedule": [(0, 1e-3, 1.5)]}, TypeError, "schedule round 1: Expected epochs to be an integer >= 0"),
+    ({"schedule": [(0, 1e-3, 1), (-1, 1e-3, 1)]}, ValueError,
+     "schedule round 2: Expected num_of_unfrozen_layers to be an integer >= 0"),
+    ({"schedule": [(None, 1e-3, 1)]}, TypeError, "Received: num_of_unfrozen_layers=None"),
+])
+def test_bad_options_fail_at_construction_naming_the_argument(options, error, message):
+    with pytest.raises(error, match=re.escape(message)):
+        FineTunedClassifier(**options)
+
+
+def test_bad_options_fail_before_any_training(tiny_backbone, splits, monkeypatch):
+    monkeypatch.setattr(keras.Model, "fit", lambda *args, **kwargs: pytest.fail("fit ran before the check"))
+    with pytest.raises(TypeError, match="Expected cache_frozen to be True or False"):
+        finetune_classifier(tiny_backbone, *splits, cache_frozen=1)
+    with pytest.raises(TypeError, match="learning_rate"):  # not an option: named by Python
+        finetune_classifier(tiny_backbone, *splits, learning_rate=1e-3)
+
+
+def test_fit_never_reads_the_test_data_and_evaluate_reads_it_once(tiny_backbone):
+    train, val = brightness_data(12, seed=1, shuffle=True), brightness_data(4, seed=2)
+    test = brightness_data(4, seed=3, label_shift=1)  # mislabelled: a good classifier scores low
+    assert "test_data" not in inspect.signature(FineTunedClassifier.fit).parameters
+    counted = Counted(test)
+    classifier = FineTunedClassifier(schedule=[(0, 1e-2, 8)], patience=8, hidden_units=8)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        classifier.evaluate(counted)
+    assert classifier.fit(tiny_backbone, train, val) is classifier
+    assert counted.reads == []
+    weights = [w.copy() for w in classifier.model_.get_weights()]
+    scores = classifier.evaluate(counted)
+    # One pass of Keras' evaluate: every batch, as read by evaluating once (which peeks at the first batches).
+    once = Counted(test)
+    expected = classifier.model_.evaluate(once, verbose=0, return_dict=True)["accuracy"]
+    assert counted.reads == once.reads and sorted(set(once.reads)) == list(range(len(test)))
+    assert scores == {"accuracy": expected, "val_accuracy": classifier.val_accuracy_,
+                      "selected": classifier.selected_}
+    assert scores["val_accuracy"] > 0.8 > 0.5 > scores["accuracy"]
+    assert all((a == b).all() for a, b in zip(weights, classifier.model_.get_weights()))  # evaluating trains nothing
+    # The convenience function returns the estimator's results and the test accuracy.
+    result = finetune_classifier(tiny_backbone, train, val, test, schedule=[(0, 1e-2, 1)], hidden_units=8)
+    assert sorted(result) == ["accuracy", "epochs", "history", "model", "rounds", "selected", "val_accuracy"]

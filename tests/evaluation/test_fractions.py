@@ -106,9 +106,13 @@ def test_int_labels_in_any_order():
     assert sorted(labels[subset].tolist()) == [3, 3, 7, 7]
 
 
-@pytest.mark.parametrize("fraction", [0, -0.1, 1.5, float("nan"), True, "0.2", None])
-def test_bad_fraction_is_named(fraction):
-    with pytest.raises(ValueError, match="fraction must be"):
+@pytest.mark.parametrize("fraction, error", [
+    (0, ValueError), (-0.1, ValueError), (1.5, ValueError),
+    (float("nan"), TypeError), (True, TypeError), ("0.2", TypeError), (None, TypeError),
+])
+def test_bad_fraction_is_named(fraction, error):
+    expected = r"Expected fraction to be a number > 0 and <= 1 \(a share of the training labels\)\. Received: fraction="
+    with pytest.raises(error, match=expected):
         label_subset(["a", "b"], fraction)
 
 
@@ -119,18 +123,19 @@ def test_fraction_too_small_for_the_classes_names_a_class_and_the_fraction():
         label_subset(labels, 0.002)
 
 
-@pytest.mark.parametrize("labels, message", [
-    ([], "labels must not be empty"),
-    ([[0, 1], [1, 0]], "labels must be 1-D"),
+@pytest.mark.parametrize("labels, error, message", [
+    ([], ValueError, r"Received: labels of shape \(0,\)"),
+    ([[0, 1], [1, 0]], ValueError, r"Received: labels of shape \(2, 2\)"),
+    ("cat", TypeError, "Received: labels='cat'"),
 ])
-def test_bad_labels_are_named(labels, message):
-    with pytest.raises(ValueError, match=message):
+def test_bad_labels_are_named(labels, error, message):
+    with pytest.raises(error, match="Expected labels to be a non-empty 1-D sequence of class labels. " + message):
         label_subset(labels, 0.5)
 
 
-@pytest.mark.parametrize("seed", [-1, 1.5, True])
-def test_bad_seed_is_named(seed):
-    with pytest.raises(ValueError, match="seed must be an int >= 0"):
+@pytest.mark.parametrize("seed, error", [(-1, ValueError), (1.5, TypeError), (True, TypeError)])
+def test_bad_seed_is_named(seed, error):
+    with pytest.raises(error, match=f"Expected seed to be an integer >= 0. Received: seed={seed!r}"):
         label_subset(["a", "b"], 1.0, seed=seed)
 
 

@@ -1,15 +1,17 @@
 """The cached frozen prefix computes what the whole classifier computes, and is used only where it may be."""
 
+import logging
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from data_generators import DataGeneratorClass, SimCLRAugmentation
-from evaluation.finetune import classifier_model
-from evaluation.frozen_prefix import FrozenPrefixCache, ShuffledArrays, cacheable, chain_start, round_cache
+from evaluation.finetune import classifier_head, classifier_model, finetune_classifier
+from evaluation.frozen_prefix import CachedRound, FrozenPrefix, ShuffledArrays, cacheable, chain_start, round_cache
 from simclr_wrap.unfreezing import first_unfrozen_index, set_unfrozen_layers
-from tests.conftest import TINY_SIZE
+from tests.conftest import TINY_SIZE, make_tiny_backbone
 
 
 def residual_backbone():
@@ -34,7 +36,7 @@ def test_suffix_on_cached_activations_predicts_and_trains_as_the_whole_model(tin
     backbone = model.get_layer("tiny_backbone")
     set_unfrozen_layers(backbone, unfrozen)
     images, one_hot = images_and_labels()
-    cache = FrozenPrefixCache(model, "tiny_backbone", first_unfrozen_index(backbone, unfrozen))
+    cache = FrozenPrefix(backbone, classifier_head(model), first_unfrozen_index(backbone, unfrozen))
     assert cache.available
     activations, labels = cache.activations((images, one_hot))
     np.testing.assert_array_equal(labels, one_hot)
@@ -56,10 +58,11 @@ def test_a_residual_block_spanning_the_cut_means_end_to_end():
     names = [layer.name for layer in backbone.layers]
     assert chain_start(backbone) == names.index("conv3")
     model = classifier_model(backbone, 3, pooling="avg")
-    assert not FrozenPrefixCache(model, "residual", names.index("conv2")).available  # add still reads conv1
-    assert FrozenPrefixCache(model, "residual", names.index("conv3")).available
-    assert FrozenPrefixCache(model, "residual", len(names)).available  # only the head trains
-    assert not FrozenPrefixCache(model, "residual", 1).available  # nothing frozen has weights
+    backbone, head = model.get_layer("residual"), classifier_head(model)
+    assert not FrozenPrefix(backbone, head, names.index("conv2")).available  # add still reads conv1
+    assert FrozenPrefix(backbone, head, names.index("conv3")).available
+    assert FrozenPrefix(backbone, head, len(names)).available  # only the head trains
+    assert not FrozenPrefix(backbone, head, 1).available  # nothing frozen has weights
 
 
 def test_only_unaugmented_data_within_the_memory_bound_is_cached(tiny_backbone):
@@ -71,10 +74,13 @@ def test_only_unaugmented_data_within_the_memory_bound_is_cached(tiny_backbone):
     assert cacheable(plain) and cacheable((images, one_hot))
     assert not cacheable(augmented) and not cacheable(ShuffledArrays(images, one_hot, 4, 0))
     last = len(tiny_backbone.layers)
-    assert round_cache(model, "tiny_backbone", last, augmented, plain) is None
-    assert round_cache(model, "tiny_backbone", last, plain, plain, max_bytes=100) is None
-    cache = round_cache(model, "tiny_backbone", last, plain, (images, one_hot))
-    assert cache.train[0].shape == (10, 4, 4, 8) and cache.val[0].shape == (10, 4, 4, 8)
+    backbone, head = model.get_layer("tiny_backbone"), classifier_head(model)
+    assert round_cache(backbone, head, last, augmented, plain) is None
+    assert round_cache(backbone, head, last, plain, plain, max_bytes=100) is None
+    cache = round_cache(backbone, head, last, plain, (images[:6], one_hot[:6]))
+    assert isinstance(cache, CachedRound) and cache.cut == last
+    assert cache.train[0].shape == (10, 4, 4, 8) and cache.val[0].shape == (6, 4, 4, 8)
+    np.testing.assert_array_equal(cache.val[1], one_hot[:6])
     np.testing.assert_array_equal(cache.train[1], plain._one_hot)  # a generator is read in its order
 
 
@@ -92,3 +98,135 @@ def test_shuffled_arrays_give_every_row_once_per_epoch_in_a_seeded_order():
     assert orders[0] != orders[1]
     again = ShuffledArrays(x, x, batch_size=4, seed=3)
     assert np.concatenate([again[i][0] for i in range(3)]).tolist() == orders[0]
+
+
+def test_a_sequential_backbone_is_a_chain_from_its_first_layer():
+    backbone = keras.Sequential([keras.Input((TINY_SIZE, TINY_SIZE, 3)), keras.layers.Conv2D(4, 3, name="conv1"),
+                                 keras.layers.ReLU(name="relu"), keras.layers.Conv2D(2, 3, name="conv2")])
+    assert chain_start(backbone) == 1  # a Sequential model's layers leave out its input
+
+
+def test_the_suffix_ends_in_the_head_it_is_given_whatever_its_layers_are_called(tiny_backbone):
+    # A classifier whose head has other layers and names than evaluation.finetune's.
+    images, _ = images_and_labels()
+    inputs = keras.Input((TINY_SIZE, TINY_SIZE, 3))
+    features = tiny_backbone(inputs)
+    outputs = keras.layers.Dense(3, activation="softmax", name="scores")(keras.layers.Flatten(name="vector")(features))
+    model = keras.Model(inputs, outputs)
+    head = keras.Model(model.get_layer("vector").input, model.output)
+    set_unfrozen_layers(tiny_backbone, "conv2")
+    frozen = FrozenPrefix(tiny_backbone, head, first_unfrozen_index(tiny_backbone, "conv2"))
+    assert [layer.name for layer in frozen.suffix.layers[1:-1]] == ["conv2", "bn2", "relu2", "pool2"]
+    assert frozen.suffix.layers[-1] is head
+    activations, _ = frozen.activations((images, np.zeros((len(images), 3), "float32")))
+    np.testing.assert_allclose(frozen.suffix.predict(activations, verbose=0), model.predict(images, verbose=0),
+                               rtol=1e-5, atol=1e-6)
+
+
+def nested_backbone():
+    """image -> Rescaling -> the tiny backbone (a model nested as one layer) -> Conv2D."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((TINY_SIZE, TINY_SIZE, 3), name="outer_image")
+    x = keras.layers.Rescaling(2.0, offset=-1.0, name="rescale")(inputs)
+    # No bias: the head's BatchNormalization would cancel its gradient, which Adam then blows up from float noise.
+    outputs = keras.layers.Conv2D(6, 1, use_bias=False, name="after")(make_tiny_backbone(name="inner")(x))
+    return keras.Model(inputs, outputs, name="nested")
+
+
+# The nested backbone's layers, as unfreezing counts them: outer_image, rescale, image, conv1, pool1, conv2,
+# bn2, relu2, pool2, after.
+@pytest.mark.parametrize("unfrozen", [0, 1, "after", 4, "conv2", "pool1", "pool2"])
+def test_a_nested_backbone_is_cut_where_unfreezing_counts_even_inside_the_nested_model(unfrozen):
+    model = classifier_model(nested_backbone(), 3, pooling="avg", hidden_units=8)
+    backbone = model.get_layer("nested")
+    set_unfrozen_layers(backbone, unfrozen)
+    images, one_hot = images_and_labels()
+    first = first_unfrozen_index(backbone, unfrozen)
+    cache = FrozenPrefix(backbone, classifier_head(model), first)
+    assert cache.available and cache.cut == first
+    suffix_names = [layer.name for layer in cache.suffix.layers[1:-1]]
+    names = ["outer_image", "rescale", "image", "conv1", "pool1", "conv2", "bn2", "relu2", "pool2", "after"]
+    assert suffix_names == names[first:]  # the nested model's layers after the cut, then the outer ones
+    activations, _ = cache.activations((images, one_hot))
+    np.testing.assert_allclose(cache.suffix.predict(activations, verbose=0), model.predict(images, verbose=0),
+                               rtol=1e-5, atol=1e-6)
+    loss = keras.losses.CategoricalCrossentropy()
+    gradients = []
+    for network, inputs in ((model, images), (cache.suffix, activations)):
+        with tf.GradientTape() as tape:
+            value = loss(one_hot, network(inputs, training=True))
+        gradients.append(tape.gradient(value, cache.suffix.trainable_variables))
+    assert {id(v) for v in cache.suffix.trainable_variables} == {id(v) for v in model.trainable_variables}
+    for whole, cached in zip(*gradients):
+        np.testing.assert_allclose(cached.numpy(), whole.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("unfrozen", ["inner", "conv1", 10])
+def test_a_nested_backbone_whose_frozen_layers_hold_no_weights_trains_end_to_end(unfrozen):
+    model = classifier_model(nested_backbone(), 3, pooling="avg")
+    backbone = model.get_layer("nested")
+    assert not FrozenPrefix(backbone, classifier_head(model), first_unfrozen_index(backbone, unfrozen)).available
+
+
+def test_a_residual_block_inside_a_nested_model_means_end_to_end():
+    inputs = keras.Input((TINY_SIZE, TINY_SIZE, 3), name="outer_image")
+    outputs = keras.layers.Conv2D(2, 1, name="after")(residual_backbone()(keras.layers.Rescaling(2.0)(inputs)))
+    model = classifier_model(keras.Model(inputs, outputs, name="outer"), 3, pooling="avg")
+    backbone, head = model.get_layer("outer"), classifier_head(model)
+    # outer_image, rescaling, input, conv1, conv2, add, conv3, after
+    assert not FrozenPrefix(backbone, head, first_unfrozen_index(backbone, "conv2")).available
+    for name in ("conv3", "after"):
+        assert FrozenPrefix(backbone, head, first_unfrozen_index(backbone, name)).available
+
+
+def test_a_nested_mobilenet_is_cut_inside_where_it_is_a_chain():
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 32, 3), name="outer_image")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1, name="rescale")(inputs)
+    mobilenet = keras.applications.MobileNetV2(weights=None, include_top=False, input_shape=(32, 32, 3), alpha=0.35)
+    model = classifier_model(keras.Model(inputs, keras.layers.Conv2D(8, 1, name="after")(mobilenet(x)),
+                                         name="nested2"), 3, pooling="avg", hidden_units=8)
+    backbone, head = model.get_layer("nested2"), classifier_head(model)
+    images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    for unfrozen in (1, 5, "block_16_expand"):
+        set_unfrozen_layers(backbone, unfrozen)
+        cache = FrozenPrefix(backbone, head, first_unfrozen_index(backbone, unfrozen))
+        assert cache.available, unfrozen
+        activations, _ = cache.activations((images, np.zeros((4, 3), "float32")))
+        np.testing.assert_allclose(cache.suffix.predict(activations, verbose=0), model.predict(images, verbose=0),
+                                   rtol=1e-5, atol=1e-6)
+    assert [layer.name for layer in cache.suffix.layers[1:4]] == ["block_16_expand", "block_16_expand_BN",
+                                                                  "block_16_expand_relu"]
+    for unfrozen in (20, "block_15_add"):  # the residual block 15 spans the cut
+        assert not FrozenPrefix(backbone, head, first_unfrozen_index(backbone, unfrozen)).available
+
+
+def test_finetuning_a_nested_backbone_from_cached_activations_gives_what_end_to_end_training_gives(caplog):
+    # One batch per epoch: the cached round's shuffled order and the arrays' order give the same steps.
+    train, val, test = images_and_labels(12, seed=1), images_and_labels(6, seed=2), images_and_labels(6, seed=3)
+    results = {}
+    for cache_frozen in (False, True):
+        with caplog.at_level(logging.INFO, logger="evaluation.frozen_prefix"):
+            caplog.clear()
+            results[cache_frozen] = finetune_classifier(
+                nested_backbone(), train, val, test, schedule=[(0, 1e-2, 2), ("conv2", 1e-2, 2)], hidden_units=8,
+                patience=5, cache_frozen=cache_frozen, seed=0)
+        if cache_frozen:  # both rounds were cached: the second cut inside the nested model, in front of conv2
+            assert "first 10 layers of 'nested'" in caplog.text and "first 5 layers of 'nested'" in caplog.text
+    end_to_end, cached = results[False], results[True]
+    assert [r["num_of_unfrozen_layers"] for r in cached["rounds"]] == [0, "conv2"]
+    for key in ("loss", "accuracy", "val_accuracy"):
+        np.testing.assert_allclose(cached["history"][key], end_to_end["history"][key], rtol=1e-5, atol=1e-6)
+    # The head's BatchNormalization (batch statistics in training) all but cancels the gradient of conv2's
+    # bias: Adam, which divides by the gradient's size, turns the float noise of that near-zero gradient into
+    # steps of up to about a tenth of the learning rate, seen only by the moving statistics of validation.
+    # A layer trained in one run and not in the other would differ by about lr per step (1e-2).
+    np.testing.assert_allclose(cached["history"]["val_loss"], end_to_end["history"]["val_loss"], rtol=2e-3)
+    for a, b in zip(cached["model"].get_weights(), end_to_end["model"].get_weights()):
+        np.testing.assert_allclose(a, b, rtol=0, atol=3e-3)
+    start = nested_backbone().get_layer("inner")
+    for result in (cached, end_to_end):
+        inner = result["model"].get_layer("nested").get_layer("inner")
+        for name, trained in (("conv1", False), ("conv2", True)):
+            moved = np.abs(inner.get_layer(name).kernel.numpy() - start.get_layer(name).kernel.numpy()).max()
+            assert (moved > 5e-3) == trained, (name, moved)

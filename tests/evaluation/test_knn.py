@@ -109,16 +109,17 @@ def test_fit_stores_unit_rows():
     assert probe.classes_.tolist() == [1, 2] and probe.labels_.tolist() == [1, 2] and probe.k_ == 1
 
 
-@pytest.mark.parametrize("k", [0, -3, 1.5, True, "5"])
-def test_bad_k_is_named(k):
-    with pytest.raises(ValueError, match="k must be an int >= 1"):
+@pytest.mark.parametrize("k, error", [(0, ValueError), (-3, ValueError), (1.5, TypeError), (True, TypeError),
+                                      ("5", TypeError)])
+def test_bad_k_is_named(k, error):
+    with pytest.raises(error, match=f"Expected k to be an integer >= 1. Received: k={k!r}"):
         KNNProbe(k=k)
 
 
 def test_bad_data_is_named():
-    with pytest.raises(ValueError, match="labels must have one entry per row of features"):
+    with pytest.raises(ValueError, match="Expected labels to have one entry per row of features"):
         KNNProbe().fit(np.zeros((3, 2)), [0, 1])
     with pytest.raises(NotFittedError, match="not fitted yet"):
         KNNProbe().predict(np.zeros((1, 2)))
-    with pytest.raises(ValueError, match="features must have the 2 dimensions"):
+    with pytest.raises(ValueError, match="Expected features to have the 2 dimensions"):
         six_classes().evaluate(np.zeros((1, 3)), ["a"])

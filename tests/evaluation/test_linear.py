@@ -114,29 +114,40 @@ def test_string_labels():
     assert probe.predict(features).tolist() == names.tolist()
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"Cs": 0}, "Cs must be an int >= 1"),
-    ({"Cs": []}, "Cs must be an int >= 1 or a non-empty sequence"),
-    ({"Cs": [1.0, -1.0]}, "Cs must be"),
-    ({"Cs": True}, "Cs must be"),
-    ({"cv": 1}, "cv must be an int >= 2, got cv=1"),
-    ({"max_iter": 0}, "max_iter must be an int >= 1"),
-    ({"seed": -1}, "seed must be an int >= 0"),
+CS_EXPECTED = "Expected Cs to be an integer >= 1 or a non-empty sequence of positive finite numbers. "
+
+
+@pytest.mark.parametrize("options, error, message", [
+    ({"Cs": 0}, ValueError, CS_EXPECTED + "Received: Cs=0"),
+    ({"Cs": []}, ValueError, CS_EXPECTED + r"Received: Cs=\[\]"),
+    ({"Cs": [1.0, -1.0]}, ValueError, CS_EXPECTED + r"Received: Cs=\[1\.0, -1\.0\]"),
+    ({"Cs": [1.0, float("inf")]}, ValueError, CS_EXPECTED),
+    ({"Cs": True}, TypeError, CS_EXPECTED + "Received: Cs=True"),
+    ({"Cs": ["1.0"]}, TypeError, CS_EXPECTED),
+    ({"cv": 1}, ValueError, "Expected cv to be an integer >= 2. Received: cv=1"),
+    ({"cv": 2.0}, TypeError, "Expected cv to be an integer >= 2. Received: cv=2.0"),
+    ({"max_iter": 0}, ValueError, "Expected max_iter to be an integer >= 1. Received: max_iter=0"),
+    ({"seed": -1}, ValueError, "Expected seed to be an integer >= 0. Received: seed=-1"),
+    ({"seed": "0"}, TypeError, "Expected seed to be an integer >= 0. Received: seed='0'"),
 ])
-def test_bad_parameters_are_named(options, message):
-    with pytest.raises(ValueError, match=message):
+def test_bad_parameters_are_named(options, error, message):
+    with pytest.raises(error, match=message):
         LinearProbe(**options)
 
 
-@pytest.mark.parametrize("features, labels, message", [
-    (np.zeros(6), [0, 1] * 3, "features must be 2-D"),
-    (np.zeros((0, 3)), [], "features must hold at least one sample"),
-    (np.full((4, 2), np.nan), [0, 1] * 2, "features must be finite"),
-    (np.zeros((4, 2)), [0, 1, 0], "labels must have one entry per row of features, got 3 labels for 4 rows"),
-    (np.zeros((4, 2)), [0] * 4, "labels must hold at least 2 classes, got only 0"),
+@pytest.mark.parametrize("features, labels, error, message", [
+    (np.zeros(6), [0, 1] * 3, ValueError,
+     r"Expected features to be 2-D \(samples, dimensions\)\. Received: features of shape \(6,\)"),
+    (np.zeros((0, 3)), [], ValueError,
+     r"Expected features to hold at least one sample .* Received: features of shape \(0, 3\)"),
+    (np.full((4, 2), np.nan), [0, 1] * 2, ValueError, "Expected features to be finite. Received: features with NaN"),
+    ([["a", "b"]] * 4, [0, 1] * 2, TypeError, "Expected features to be real numbers. Received: features of dtype <U1"),
+    (np.zeros((4, 2)), [0, 1, 0], ValueError,
+     r"Expected labels to have one entry per row of features \(4 rows\)\. Received: 3 labels"),
+    (np.zeros((4, 2)), [0] * 4, ValueError, "Expected labels to hold at least 2 classes. Received: only class 0"),
 ])
-def test_bad_training_data_is_named(features, labels, message):
-    with pytest.raises(ValueError, match=message):
+def test_bad_training_data_is_named(features, labels, error, message):
+    with pytest.raises(error, match=message):
         LinearProbe().fit(features, labels)
 
 
@@ -145,5 +156,6 @@ def test_predict_needs_a_fitted_probe_and_the_fitted_dimension():
         LinearProbe().predict(np.zeros((2, 3)))
     features, labels = blobs(5, seed=0)
     probe = LinearProbe(Cs=[1.0]).fit(features, labels)
-    with pytest.raises(ValueError, match="features must have the 8 dimensions the probe was fitted on, got 3"):
+    with pytest.raises(ValueError, match="Expected features to have the 8 dimensions the probe was fitted on. "
+                                         "Received: features of 3 dimensions"):
         probe.evaluate(np.zeros((2, 3)), [0, 1])

@@ -3,6 +3,8 @@
 import logging
 import os
 import pickle
+import urllib.error
+import urllib.request
 
 import h5py
 import keras
@@ -11,6 +13,7 @@ import pytest
 from keras.applications import imagenet_utils
 
 from simclr_wrap.backbones import ARCHITECTURES
+from simclr_wrap.backbones import _download_failed
 from simclr_wrap.backbones import PREPROCESSING
 from simclr_wrap.backbones import get_preprocessing
 from simclr_wrap.backbones import load_backbone
@@ -135,7 +138,7 @@ def test_weights_file_round_trip(tmp_path):
 def test_unknown_name():
     with pytest.raises(ValueError, match=r"name_or_path='resnet9000'") as error:
         load_backbone("resnet9000")
-    for expected in ("'vgg16'", "'mobilenet_v2'", "'small_cnn'", ".keras file is also accepted"):
+    for expected in ("'vgg16'", "'mobilenet_v2'", "'small_cnn'", "or a path to a .keras file"):
         assert expected in str(error.value)
 
 
@@ -152,7 +155,7 @@ def test_weights_must_be_a_weights_file():
         load_backbone("small_cnn", input_shape=(SIZE, SIZE, 3), weights="imagenett")
     with pytest.raises(ValueError, match=r"no ImageNet weights for small_cnn"):
         load_backbone("small_cnn", input_shape=(SIZE, SIZE, 3), weights="imagenet")
-    with pytest.raises(ValueError, match=r"is a weights file.*architecture's name"):
+    with pytest.raises(ValueError, match=r"not a weights file.*architecture's name"):
         load_backbone("vgg16_notop.weights.h5")
 
 
@@ -171,25 +174,63 @@ def test_weights_file_that_is_not_hdf5(tmp_path):
         load_backbone("small_cnn", input_shape=(SIZE, SIZE, 3), weights=str(path))
 
 
-def test_imagenet_download_failure_suggests_a_weights_file(monkeypatch):
-    def get_file(*args, **kwargs):
-        # What keras' get_file raises for a URLError.
-        raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- no network")
+def _vgg16_weights_are_cached():
+    # Where keras.utils.get_file keeps them: $KERAS_HOME, else ~/.keras, else /tmp/.keras.
+    homes = [os.environ.get("KERAS_HOME"), os.path.expanduser("~/.keras"), "/tmp/.keras"]
+    name = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    return any(home and os.path.exists(os.path.join(home, "models", name)) for home in homes)
 
-    monkeypatch.setattr(keras.src.utils.file_utils, "get_file", get_file)
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No network: every URL that urllib opens fails as it does without a connection."""
+    if _vgg16_weights_are_cached():
+        pytest.skip("the VGG16 ImageNet weights are in the Keras cache, so nothing is downloaded")
+    opened = []
+
+    def urlopen(url, *args, **kwargs):
+        opened.append(getattr(url, "full_url", url))
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    return opened
+
+
+def test_imagenet_download_failure_suggests_a_weights_file(offline):
     with pytest.raises(RuntimeError, match=r"ImageNet weights for vgg16 could not be downloaded \(no network\?\)") as error:
         load_backbone("VGG16", input_shape=(SIZE, SIZE, 3), weights="imagenet")
     assert 'weights="path/to/vgg16_notop.weights.h5"' in str(error.value)
-    assert "URL fetch failure" in str(error.value.__cause__)
+    assert "URL fetch failure" in str(error.value.__cause__)  # Keras' own error is kept as the cause
+    assert offline and "vgg16" in offline[0]
 
 
-def test_imagenet_argument_errors_are_not_reported_as_download_failures(monkeypatch):
-    def get_file(*args, **kwargs):
-        raise AssertionError("validation comes before the download")
-
-    monkeypatch.setattr(keras.src.utils.file_utils, "get_file", get_file)
+def test_imagenet_argument_errors_are_not_reported_as_download_failures(offline):
     with pytest.raises(ValueError, match="at least 32"):
         load_backbone("vgg16", input_shape=(16, 16, 3), weights="imagenet")
+    assert offline == []  # validation comes before the download
+
+
+def _raised_while_handling(cause, error):
+    try:
+        try:
+            raise cause
+        except type(cause):
+            raise error
+    except Exception as raised:
+        return raised
+
+
+@pytest.mark.parametrize("error, failed", [
+    # keras.utils.get_file raises a bare Exception while handling urllib's error.
+    (_raised_while_handling(urllib.error.URLError("no route"), Exception("URL fetch failure on ...")), True),
+    (_raised_while_handling(urllib.error.HTTPError("u", 503, "Service Unavailable", {}, None), Exception("...")), True),
+    (ConnectionResetError("connection reset by peer"), True),
+    (TimeoutError("timed out"), True),
+    (ValueError("Input size must be at least 32x32; Received: input_shape=(16, 16, 3)"), False),
+    (Exception("an error without a network error behind it"), False),
+])
+def test_a_download_failure_is_told_by_the_network_error_behind_it(error, failed):
+    assert _download_failed(error) is failed
 
 
 @pytest.mark.parametrize("input_shape", [(SIZE, SIZE, 2), (SIZE, SIZE, 4), (SIZE, SIZE), (0, SIZE, 3)])
@@ -199,7 +240,7 @@ def test_bad_input_shape(input_shape):
 
 
 def test_applications_need_three_channels():
-    with pytest.raises(ValueError, match=r"need 3 channels.*input_shape=\(32, 32, 1\)"):
+    with pytest.raises(ValueError, match=r"3 channels.*Received: input_shape=\(32, 32, 1\)"):
         load_backbone("vgg16", input_shape=(SIZE, SIZE, 1))
 
 
@@ -225,3 +266,19 @@ def test_shared_backbones_load(shared_dir, name, filename, mode, output_shape):
     np.testing.assert_array_equal(first_conv_kernel(model), expected)
     random_model, _ = load_backbone(name, input_shape=(80, 80, 3))
     assert not np.allclose(first_conv_kernel(random_model), expected)
+
+
+@pytest.mark.parametrize("input_shape", [32, (SIZE, "32", 3), (SIZE, SIZE, 3.0), (True, SIZE, 3)])
+def test_input_shape_of_the_wrong_type(input_shape):
+    with pytest.raises(TypeError, match=r"Expected input_shape to be \(height, width, channels\).*"
+                                        r"Received: input_shape="):
+        load_backbone("small_cnn", input_shape=input_shape)
+
+
+def test_wrong_types_are_type_errors():
+    with pytest.raises(TypeError, match="Expected preprocess to be one of .* or a callable. Received: preprocess=5"):
+        get_preprocessing(5)
+    with pytest.raises(TypeError, match="Expected name_or_path to be a backbone name"):
+        load_backbone(16)
+    with pytest.raises(TypeError, match="Expected weights to be None, 'imagenet' or a path. Received: weights=1"):
+        load_backbone("small_cnn", weights=1)

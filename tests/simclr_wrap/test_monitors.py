@@ -71,3 +71,66 @@ def test_monitors_reach_the_history_and_the_csv(tiny_backbone, tmp_path):
     projections = simclr._projector.predict([view_a, view_b], verbose=0)
     assert simclr.history_["val_projection_std"][-1] == pytest.approx(projection_std(projections), rel=1e-6)
     assert projections.shape == (2 * BATCH, HEAD[-1]) and TINY_SIZE == view_a.shape[1]
+
+
+@pytest.mark.parametrize("threshold, error", [(-0.1, ValueError), ("0.1", TypeError), (None, TypeError)])
+def test_collapse_threshold_is_checked(threshold, error):
+    with pytest.raises(error, match="Expected collapse_threshold to be a number >= 0. Received: collapse_threshold="):
+        ProjectionMonitor(None, None, collapse_threshold=threshold)
+
+
+def squashed(backbone):
+    """`backbone` with its BatchNormalization's moving variance huge: frozen, it outputs about 1e-12."""
+    backbone.get_layer("bn2").moving_variance.assign(np.full(8, 1e24, "float32"))
+    return backbone
+
+
+def test_a_collapse_from_a_backbone_whose_features_barely_vary_points_to_unfreeze_batchnorm(tiny_backbone, caplog):
+    # Not passed the backbone: the monitor finds it in the SimCLR projector.
+    simclr = SimCLR(squashed(tiny_backbone), BATCH, feat_dims_ph=HEAD, num_of_unfrozen_layers=7, save_path=None,
+                    seed=0)
+    assert not tiny_backbone.get_layer("bn2").trainable  # frozen in inference mode, the default
+    with caplog.at_level(logging.WARNING, logger="simclr_wrap.monitors"):
+        simclr.train(IndexedViews(0), IndexedViews(1), epochs=1, verbose=0)
+    assert simclr.history_["val_projection_std"][-1] < 0.1
+    assert "epoch 1: the projections are collapsing (val_projection_std" in caplog.text
+    assert "its features barely vary from image to image" in caplog.text
+    assert "1 of its BatchNormalization layers are frozen in inference mode" in caplog.text
+    assert "unfreeze_batchnorm=True (--unfreeze-batchnorm on the command line)" in caplog.text
+    assert "higher temperature" not in caplog.text
+
+
+def collapsed_projector():
+    """Every image projected to the same vector; no backbone nested in it."""
+    inputs = [keras.Input((TINY_SIZE, TINY_SIZE, 3)), keras.Input((TINY_SIZE, TINY_SIZE, 3))]
+    return keras.Model(inputs, keras.layers.Concatenate(axis=0)([keras.layers.Flatten()(x) for x in inputs]) * 0 + 1)
+
+
+@pytest.mark.parametrize("squash, cause", [
+    (False, "The backbone's features do vary (std "),
+    (True, "The likely cause is the backbone: its features barely vary"),
+])
+def test_the_backbone_given_tells_whether_its_features_vary(tiny_backbone, caplog, squash, cause):
+    views = next(iter(IndexedViews(0)))[0]
+    backbone = squashed(tiny_backbone) if squash else tiny_backbone
+    backbone.get_layer("bn2").trainable = False
+    with caplog.at_level(logging.WARNING, logger="simclr_wrap.monitors"):
+        ProjectionMonitor(collapsed_projector(), views, backbone=backbone).on_epoch_end(0, {})
+    assert cause in caplog.text
+    assert ("unfreeze_batchnorm=True" in caplog.text) == squash
+    assert ("Try a higher temperature, a lower learning rate or stronger augmentations." in caplog.text) != squash
+
+
+def test_features_that_do_not_vary_without_frozen_batchnorm_point_to_the_weights(caplog):
+    views = next(iter(IndexedViews(0)))[0]
+    constant = keras.Sequential([keras.Input((TINY_SIZE, TINY_SIZE, 3)), keras.layers.Conv2D(
+        4, 3, kernel_initializer="zeros", bias_initializer="ones")])
+    with caplog.at_level(logging.WARNING, logger="simclr_wrap.monitors"):
+        ProjectionMonitor(collapsed_projector(), views, backbone=constant).on_epoch_end(0, {})
+    assert "its features barely vary" in caplog.text and "Check its weights" in caplog.text
+    assert "unfreeze_batchnorm" not in caplog.text
+
+
+def test_the_backbone_argument_is_checked():
+    with pytest.raises(TypeError, match="Expected backbone to be a Keras model or None. Received: backbone=3"):
+        ProjectionMonitor(None, None, backbone=3)
