@@ -49,7 +49,7 @@ from data_generators import DataGeneratorClass, DataGeneratorSimCLR, atomic_outp
 from evaluation.features import extract_features, feature_extractor  # noqa: E402
 from evaluation.finetune import finetune_classifier  # noqa: E402
 from simclr_wrap import SimCLR  # noqa: E402
-from simclr_wrap.backbones import load_backbone  # noqa: E402
+from simclr_wrap.backbones import Backbone  # noqa: E402
 from simclr_wrap.losses import NTXent, contrastive_metrics  # noqa: E402
 
 SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared"))
@@ -66,7 +66,9 @@ BACKBONES = {
 def backbone(name):
     """A fresh copy of a shared backbone, its preprocessing and pooling."""
     weights, preprocess, pooling, last_block = BACKBONES[name]
-    model, preprocess_input = load_backbone(name, (SIZE, SIZE, 3), os.path.join(SHARED, "backbones", weights), preprocess)
+    spec = Backbone(name, input_shape=(SIZE, SIZE, 3), weights=os.path.join(SHARED, "backbones", weights),
+                    preprocess=preprocess)
+    model, preprocess_input = spec.load()
     return model, preprocess_input, pooling, last_block
 
 

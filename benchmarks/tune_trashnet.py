@@ -8,6 +8,15 @@ appended to a JSON-lines file, so RESULTS.md can list all that was tried.
     python benchmarks/tune_trashnet.py --backbone mobilenet_v2 \
         --weights ../shared/backbones/mobilenet_v2_nsfwjs_notop.weights.h5 --preprocess unit --pooling avg \
         --configs benchmarks/trashnet/configs_mobilenet_v2.json --out runs/tune_mobilenet_v2
+
+A configuration is a dict: `name`, `schedule` ("layers:lr:epochs,..." as
+`parse_schedule` reads it), optional `augmentation` (a `SimCLRAugmentation`
+config dict) and SimCLR options: `temperature`, `batch_size`, `feat_dims`
+(SimCLR's `feat_dims_ph`), `positives`, `queue_size`, or any other option
+of `SimCLR.default_config()`.
+
+`tune` is the same as a function, for other data (a test runs it on tiny
+data and checks that the test split is never read).
 """
 
 import argparse
@@ -26,77 +35,157 @@ from data_generators import DataGeneratorClass, SimCLRAugmentation, split_source
 from evaluation.features import extract_features  # noqa: E402
 from evaluation.fractions import label_subset  # noqa: E402
 from evaluation.linear import LinearProbe  # noqa: E402
-from evaluation.pretraining import parse_schedule, pretrain  # noqa: E402
-from simclr_wrap.backbones import load_backbone  # noqa: E402
+from evaluation.pretraining import SET_BY_PRETRAIN, parse_schedule, pretrain  # noqa: E402
+from simclr_wrap.backbones import Backbone  # noqa: E402
+from simclr_wrap.model import check_options  # noqa: E402
 
 SPLIT = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "trashnet", "split.csv")
+FRACTIONS = (1.0, 0.05)
+SUBSET_RUNS = 3  # label subsets averaged at a fraction below 1
+# Keys of the configuration files that name a SimCLR option differently.
+SIMCLR_ALIASES = {"feat_dims": "feat_dims_ph"}
+NOT_SIMCLR = ("name", "schedule", "augmentation")
 
 
-def validation_probe(base_model, parts, args, preprocess_input):
-    """Linear-probe accuracy on the validation split at 100 % and 5 % (mean of 3 subsets)."""
-    options = dict(batch_size=64, width=args.size, height=args.size, preprocess_input=preprocess_input)
-    classes = sorted(set(parts["train"]["class_label"]))
-    train_x, train_y = extract_features(base_model, DataGeneratorClass(parts["train"], classes=classes, **options), args.pooling)
-    val_x, val_y = extract_features(base_model, DataGeneratorClass(parts["val"], classes=classes, **options), args.pooling)
+def simclr_options(config, pooling):
+    """The `pretrain` arguments of a configuration: (schedule, simclr options, augmentation config).
+
+    Raises:
+        ValueError: a configuration without a name or a schedule, or with a
+            key that is no SimCLR option.
+    """
+    for key in ("name", "schedule"):
+        if key not in config:
+            raise ValueError(f"configuration {config!r} has no {key!r}")
+    options = {SIMCLR_ALIASES.get(key, key): value for key, value in config.items() if key not in NOT_SIMCLR}
+    fixed = sorted(set(options) & set(SET_BY_PRETRAIN))
+    if fixed:
+        raise ValueError(f"configuration {config['name']!r} sets {fixed}, which pretrain sets itself")
+    options = check_options({"pooling": pooling, **options})
+    schedule = config["schedule"]
+    schedule = parse_schedule(schedule) if isinstance(schedule, str) else [tuple(entry) for entry in schedule]
+    augmentation = config.get("augmentation")
+    if augmentation is not None:
+        SimCLRAugmentation.from_config(augmentation)  # fails now on an unknown key
+    return schedule, options, augmentation
+
+
+def validation_probe(base_model, parts, pooling, preprocess_input, fractions=FRACTIONS, runs=SUBSET_RUNS):
+    """Linear-probe accuracy on the validation split at each fraction (mean of `runs` subsets below 1).
+
+    Reads the "train" and "val" parts only.
+    """
+    height, width, channels = base_model.input_shape[1:]
+    options = dict(batch_size=64, width=width, height=height, channels=channels, preprocess_input=preprocess_input)
+    train = DataGeneratorClass(parts["train"], **options)
+    val = DataGeneratorClass(parts["val"], classes=train.classes, **options)
+    train_x, train_y = extract_features(base_model, train, pooling)
+    val_x, val_y = extract_features(base_model, val, pooling)
     scores = {}
-    for fraction in (1.0, 0.05):
+    for fraction in fractions:
         accuracies = [
             LinearProbe(seed=run).fit(train_x[subset], train_y[subset]).score(val_x, val_y)
-            for run in range(1 if fraction == 1.0 else 3)
+            for run in range(1 if fraction == 1.0 else runs)
             for subset in [label_subset(train_y, fraction, seed=run)]
         ]
         scores[f"val_linear_{fraction:g}"] = round(float(np.mean(accuracies)), 4)
     return scores
 
 
-def main():
+def tune(parts, backbone, configs, out, *, pooling="avg", log=None, fractions=FRACTIONS, seed=0, verbose=2):
+    """SimCLR with each configuration, scored by linear probes on the validation split; the test split is unread.
+
+    The backbone as it is ("before") is scored first. A configuration (or
+    "before") whose name is in `log` already is skipped, so an interrupted
+    tuning goes on where it stopped.
+
+    Args:
+        parts: what `split_sources` takes (a split CSV, a folder, a dict of
+            parts, ...): SimCLR trains on "train", the probes train on
+            "train" and are scored on "val".
+        backbone: a `Backbone` or what `Backbone.of` takes; every
+            configuration starts from it as it is.
+        configs: configurations (see the module's docstring).
+        out: folder of the SimCLR runs (one subfolder per configuration).
+        pooling: pooling of SimCLR and of the probes' features.
+        log: JSON-lines file of the results (default `out/tuning.jsonl`).
+        fractions: shares of the training labels the probes see.
+        seed: `pretrain`'s seed.
+        verbose: Keras' verbosity for SimCLR training.
+
+    Returns:
+        The entries appended to `log` by this call.
+    """
+    log = log or os.path.join(out, "tuning.jsonl")
+    prepared = [(config, *simclr_options(config, pooling)) for config in configs]  # every error before training
+    names = [config["name"] for config in configs]
+    if len(set(names)) != len(names) or "before" in names:
+        raise ValueError(f"configuration names must be distinct and not 'before'; got {names}")
+    os.makedirs(os.path.dirname(os.path.abspath(log)), exist_ok=True)
+    parts = split_sources(parts)
+    spec = Backbone.of(backbone)
+    base_model, preprocess_input = spec.load()
+    described = {"backbone": spec.name, "weights": os.path.basename(spec.weights or "")}
+    done = set()
+    if os.path.exists(log):
+        with open(log) as file:
+            done = {json.loads(line)["name"] for line in file if line.strip()}
+    entries = []
+    if "before" not in done:
+        scores = validation_probe(base_model, parts, pooling, preprocess_input, fractions)
+        entries.append(_append(log, {"name": "before", **scores}, described))
+    for config, schedule, options, augmentation in prepared:
+        if config["name"] in done:
+            continue
+        started = time.time()
+        simclr = pretrain(parts, _fresh(spec, base_model), os.path.join(out, config["name"]), schedule=schedule,
+                          simclr=options, augmentation=augmentation, seed=seed, verbose=verbose)
+        entry = {**config, **validation_probe(simclr.base_model, parts, pooling, preprocess_input, fractions),
+                 "val_nt_xent_last": round(float(simclr.history_["val_nt_xent"][-1]), 4),
+                 "minutes": round((time.time() - started) / 60, 1)}
+        entries.append(_append(log, entry, described))
+    return entries
+
+
+def _fresh(spec, base_model):
+    """The backbone as `spec` gives it, not trained by an earlier configuration."""
+    if isinstance(spec.source, str):
+        return spec  # built or loaded anew by pretrain, which records its source and weights
+    import keras
+
+    model = keras.models.clone_model(base_model)
+    model.set_weights(base_model.get_weights())
+    return Backbone(model, preprocess=spec.preprocess)
+
+
+def _append(log, entry, described):
+    entry = {**entry, **described, "date": time.strftime("%Y-%m-%d"),
+             "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
+    with open(log, "a") as file:
+        file.write(json.dumps(entry) + "\n")
+    print(json.dumps(entry), flush=True)
+    return entry
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", required=True)
     parser.add_argument("--weights")
     parser.add_argument("--preprocess", default="auto")
     parser.add_argument("--pooling", default="avg")
     parser.add_argument("--size", type=int, default=80)
-    parser.add_argument("--configs", required=True, help="JSON list of {name, schedule, temperature, augmentation, batch_size, feat_dims, positives, queue_size}")
+    parser.add_argument("--data", default=SPLIT, help="split CSV (default: the shared TrashNet split)")
+    parser.add_argument("--configs", required=True, help="JSON list of {name, schedule, temperature, augmentation, "
+                        "batch_size, feat_dims, positives, queue_size}")
     parser.add_argument("--out", required=True)
     parser.add_argument("--log", default=None, help="JSON-lines file of results (default: <out>/tuning.jsonl)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    log = args.log or os.path.join(args.out, "tuning.jsonl")
-    os.makedirs(os.path.dirname(os.path.abspath(log)), exist_ok=True)
-    parts = split_sources(SPLIT)
     with open(args.configs) as file:
         configs = json.load(file)
-    base, preprocess_input = load_backbone(args.backbone, (args.size, args.size, 3), args.weights, args.preprocess)
-    done = set()
-    if os.path.exists(log):
-        done = {json.loads(line)["name"] for line in open(log)}
-    if "before" not in done:
-        entry = {"name": "before", **validation_probe(base, parts, args, preprocess_input)}
-        _append(log, entry, args)
-    for config in configs:
-        if config["name"] in done:
-            continue
-        started = time.time()
-        model, _ = load_backbone(args.backbone, (args.size, args.size, 3), args.weights, args.preprocess)
-        simclr = pretrain(
-            parts, model, os.path.join(args.out, config["name"]), preprocess=preprocess_input, size=args.size,
-            schedule=parse_schedule(config["schedule"]), batch_size=config.get("batch_size", 32),
-            temperature=config.get("temperature", 0.1), feat_dims=tuple(config.get("feat_dims", (2048, 128))),
-            pooling=args.pooling, augmentation=SimCLRAugmentation(**config.get("augmentation", {})), verbose=2,
-            positives=config.get("positives", "view"), queue_size=config.get("queue_size", 10000),
-        )
-        entry = {**config, **validation_probe(simclr.base_model, parts, args, preprocess_input),
-                 "val_nt_xent_last": round(simclr.history_["val_nt_xent"][-1], 4),
-                 "minutes": round((time.time() - started) / 60, 1)}
-        _append(log, entry, args)
-
-
-def _append(log, entry, args):
-    entry = {**entry, "backbone": args.backbone, "weights": os.path.basename(args.weights or ""),
-             "date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
-    with open(log, "a") as file:
-        file.write(json.dumps(entry) + "\n")
-    print(json.dumps(entry), flush=True)
+    backbone = Backbone(args.backbone, input_shape=(args.size, args.size, 3), weights=args.weights,
+                        preprocess=args.preprocess)
+    tune(args.data, backbone, configs, args.out, pooling=args.pooling, log=args.log)
 
 
 if __name__ == "__main__":

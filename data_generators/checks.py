@@ -171,8 +171,13 @@ def check_choice(name, value, choices):
     Traceback (most recent call last):
     ...
     ValueError: Expected pooling to be one of ['flatten', 'avg', 'max']. Received: pooling='mean'
+    >>> check_choice("jit_compile", True, (True, False, "auto")), check_choice("channels", 3, (1, 3))
+    (True, 3)
     """
-    if isinstance(value, bool) or value not in tuple(choices):
+    # True is not 1 and 1 is not True: a bool matches only a bool choice.
+    matches = [choice for choice in choices if isinstance(choice, bool) == isinstance(value, (bool, np.bool_))
+               and choice == value]
+    if not matches:
         _fail(ValueError, name, value, f"one of {list(choices)}")
     return value
 

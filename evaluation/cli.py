@@ -300,13 +300,13 @@ def groups_from(args, command):
 
 def main(argv=None):
     """Run `simclr-wrap`; returns the exit status (0 ok, 2 bad input)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--verbose" not in argv:
+        _import_tensorflow_quietly()
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exit:  # argparse has printed the usage and the error (or the help)
         return exit.code
-    if not getattr(args, "run.verbose", False):
-        # Read by TensorFlow's C++ side when it is first imported, which comes later.
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return COMMANDS[args.command](groups_from(args, args.command), args.command)
@@ -319,6 +319,28 @@ def main(argv=None):
             raise
         print(f"simclr-wrap {args.command}: error: {message}", file=sys.stderr)
         return 2
+
+
+def _import_tensorflow_quietly():
+    """Import TensorFlow without its start-up log lines (CUDA probing, CPU features).
+
+    TF_CPP_MIN_LOG_LEVEL hides its later C++ messages, but TensorFlow 2.21
+    writes the lines logged before absl's logging is initialised straight to
+    file descriptor 2, so that is pointed at /dev/null for the import alone.
+    Python's own errors during the import are raised after it is restored.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _explained(error):
@@ -392,11 +414,14 @@ def run_pretrain(groups, command):
     simclr = pretrain(data, backbone, out, simclr=groups.get("simclr"), augmentation=groups.get("augmentation"),
                       probe=_probe(groups), strategy=strategy, **optional)
     history = simclr.history_
-    print(
-        f"Done: {simclr.round_} rounds, val_nt_xent {history['val_nt_xent'][0]:.3f} -> "
-        f"{history['val_nt_xent'][-1]:.3f}, val contrastive accuracy "
-        f"{history['val_contrastive_accuracy'][0]:.3f} -> {history['val_contrastive_accuracy'][-1]:.3f}."
-    )
+    if history.get("val_nt_xent"):
+        print(
+            f"Done: {simclr.round_} rounds, val_nt_xent {history['val_nt_xent'][0]:.3f} -> "
+            f"{history['val_nt_xent'][-1]:.3f}, val contrastive accuracy "
+            f"{history['val_contrastive_accuracy'][0]:.3f} -> {history['val_contrastive_accuracy'][-1]:.3f}."
+        )
+    else:
+        print(f"Done: {simclr.round_} rounds, no epoch trained.")
     print(f"Adapted backbone: {os.path.join(out, 'base_model.keras')}; history, plots and checkpoints in {out}/")
     return 0
 

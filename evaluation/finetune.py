@@ -7,7 +7,7 @@ import math
 import keras
 import numpy as np
 
-from data_generators.checks import check_bool, check_choice, check_integer, check_number, check_positive
+from data_generators.checks import check_bool, check_choice, check_integer, check_number
 from evaluation.frozen_prefix import DEFAULT_CACHE_BYTES, ShuffledArrays, round_cache
 from evaluation.pretraining import resolve_all_layers
 from simclr_wrap.callbacks import RoundNumber
@@ -195,7 +195,7 @@ class FineTunedClassifier:
         seed=0,
         verbose=0,
     ):
-        self.schedule = _check_rounds(schedule)
+        self.schedule = tuple(check_schedule(None, schedule))
         self.pooling, self.hidden_units, self.regularisation, self.seed = _check_head_options(
             pooling, hidden_units, regularisation, seed)
         self.patience = check_integer("patience", patience, minimum=0)
@@ -430,36 +430,6 @@ def _check_head_options(pooling, hidden_units, regularisation, seed):
         check_number("regularisation", regularisation, minimum=0),
         check_integer("seed", seed, minimum=0),
     )
-
-
-def _check_rounds(schedule):
-    """The rounds of `schedule` as `(num_of_unfrozen_layers, lr, epochs)` tuples, checked without a backbone.
-
-    A layer count or name is checked against the backbone by `check_schedule`
-    in `fit`; "all" is resolved there.
-    """
-    if isinstance(schedule, (str, bytes)) or not hasattr(schedule, "__iter__"):
-        raise TypeError("Expected schedule to be a sequence of (num_of_unfrozen_layers, lr, epochs) rounds. "
-                        f"Received: schedule={schedule!r}")
-    rounds = []
-    for number, entry in enumerate(schedule, start=1):
-        try:
-            layers, lr, epochs = entry
-        except (TypeError, ValueError) as error:
-            # Not a sequence: TypeError; a sequence of another length: ValueError.
-            raise type(error)(
-                f"schedule round {number}: Expected a round (num_of_unfrozen_layers, lr, epochs). Received: {entry!r}"
-            ) from None
-        try:
-            if not isinstance(layers, str):
-                layers = check_integer("num_of_unfrozen_layers", layers, minimum=0, why='or a layer name, or "all"')
-            rounds.append((layers, check_positive("lr", lr), check_integer("epochs", epochs, minimum=0)))
-        except (TypeError, ValueError) as error:
-            raise type(error)(f"schedule round {number}: {error}") from None
-    if not rounds:
-        raise ValueError("Expected schedule to hold at least one round (num_of_unfrozen_layers, lr, epochs). "
-                         f"Received: schedule={schedule!r}")
-    return tuple(rounds)
 
 
 def _classes(data):

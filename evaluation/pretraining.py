@@ -10,6 +10,7 @@ import keras
 from data_generators import (
     DataGeneratorSimCLR,
     SimCLRAugmentation,
+    load_frame,
     save_augmentation_grid,
     split_sources,
 )
@@ -22,6 +23,7 @@ from evaluation.report import plot_training_curves
 from simclr_wrap import SimCLR
 from simclr_wrap.backbones import Backbone, preprocessing_name
 from simclr_wrap.model import check_options
+from simclr_wrap.monitors import features_barely_vary
 from simclr_wrap.unfreezing import flat_layers
 
 logger = logging.getLogger(__name__)
@@ -81,6 +83,8 @@ def split_for_pretraining(data, batch_size, seed=0):
     """
     if isinstance(data, dict):
         return split_sources(data)
+    if isinstance(data, (str, os.PathLike)):
+        data = load_frame(data)  # a folder is listed once, not for each use below
     n_images = ImageSource(data, width=1, height=1).n_images  # counts; reads no image
     val_fraction = min(max(VAL_FRACTION, batch_size / n_images), 0.5)
     parts = split_sources(data, val_fraction, TEST_FRACTION, seed)
@@ -199,7 +203,6 @@ def pretrain(
     simclr_model = SimCLR(base_model, **options, num_of_unfrozen_layers=first_round[0], lr=first_round[1],
                           save_path=out, strategy=strategy)
     schedule = simclr_model.check_schedule(schedule)
-    _warn_if_batchnorm_starves(spec, base_model, simclr_model)
     height, width, channels = simclr_model.input_shape
     parts = split_for_pretraining(data, simclr_model.batch_size, seed)
     train, val = parts["train"], parts["val"]
@@ -210,6 +213,7 @@ def pretrain(
     train_images = ImageSource(train, width, height, channels)
     for part in (train, val):  # a corrupt file fails now, naming it, not in the middle of an epoch
         ImageSource(part, width, height, channels).check_decodable()
+    _warn_if_features_barely_vary(base_model, simclr_model, val_views[0][0][0])
     monitors = []
     if probe:
         if train_images.labels is None:
@@ -236,20 +240,27 @@ def pretrain(
     return simclr_model
 
 
-def _warn_if_batchnorm_starves(spec, base_model, simclr_model):
-    """Say so when a randomly initialised backbone keeps its BatchNormalization frozen.
+def _warn_if_features_barely_vary(base_model, simclr_model, views):
+    """Say so, before training, when the backbone's features are nearly constant on the first batch.
 
-    Frozen BatchNormalization runs in inference mode with moving statistics
-    of 0 and 1, which a random backbone never matched: its features shrink
-    layer after layer (to about 1e-11 in MobileNetV2) and SimCLR cannot learn.
+    The usual cause is a randomly initialised backbone whose BatchNormalization
+    layers stay frozen in inference mode (moving statistics of 0 and 1, which
+    a random network never matched): its features shrink layer after layer
+    (to about 1e-11 in MobileNetV2) and SimCLR cannot learn.
     """
-    random_init = isinstance(spec.source, str) and not spec.source.endswith(".keras") and spec.weights is None
-    has_batchnorm = any(isinstance(layer, keras.layers.BatchNormalization) for layer in flat_layers(base_model))
-    if random_init and has_batchnorm and not simclr_model.unfreeze_batchnorm:
-        logger.warning(
-            "backbone %r is randomly initialised (no weights given) and has BatchNormalization layers, which stay "
-            "frozen in inference mode: its features will barely vary and SimCLR cannot learn. Pass "
-            "--unfreeze-batchnorm (unfreeze_batchnorm=True), or pretrained --weights.", base_model.name)
+    batchnorm = [layer for layer in flat_layers(base_model) if isinstance(layer, keras.layers.BatchNormalization)]
+    if batchnorm and simclr_model.unfreeze_batchnorm:
+        return  # training will use batch statistics: inference-mode features would not tell
+    features = keras.ops.convert_to_numpy(base_model(views, training=False))
+    if not features_barely_vary(features):
+        return
+    frozen = [layer for layer in batchnorm if not layer.trainable]
+    cause = (f"{len(frozen)} BatchNormalization layers stay frozen in inference mode; a randomly initialised "
+             "backbone needs them trained: pass --unfreeze-batchnorm (unfreeze_batchnorm=True), or pretrained "
+             "--weights" if frozen and not simclr_model.unfreeze_batchnorm else
+             "check the backbone's weights and the input scaling (--preprocess)")
+    logger.warning("backbone %r gives features that barely vary from image to image on the first validation "
+                   "batch, so SimCLR has little to learn from: %s.", base_model.name, cause)
 
 
 def _augmentation(augmentation):

@@ -93,6 +93,17 @@ def feature_std(features):
     return float(f.std(axis=0).mean()), float(np.sqrt(np.mean(f**2)))
 
 
+def features_barely_vary(features):
+    """Whether a batch of backbone features is nearly constant (see `feature_std`).
+
+    Example:
+    >>> features_barely_vary(np.full((4, 3), 1e-11)), features_barely_vary(np.eye(4))
+    (True, False)
+    """
+    std, rms = feature_std(features)
+    return not (std >= FEATURE_STD_FLOOR and std >= FEATURE_RELATIVE_FLOOR * rms)
+
+
 def _batchnorm_layers(model):
     """The BatchNormalization layers of `model` and of the models nested in it."""
     found = []
@@ -136,6 +147,7 @@ class ProjectionMonitor(keras.callbacks.Callback):
         if backbone is not None and not callable(backbone):
             raise TypeError(f"Expected backbone to be a Keras model or None. Received: backbone={backbone!r}")
         self.backbone = backbone
+        self._pending = []
 
     def on_epoch_end(self, epoch, logs=None):
         projections = keras.ops.convert_to_numpy(self.projector(list(self.views), training=False))
@@ -145,10 +157,32 @@ class ProjectionMonitor(keras.callbacks.Callback):
             logs[self.prefix + "correlation_accuracy"] = correlation_accuracy(projections[:half], projections[half:])
             logs[self.prefix + "projection_std"] = spread
         if spread < self.collapse_threshold:
-            logger.warning(
+            self._warn(
                 "epoch %d: the projections are collapsing (%sprojection_std %.3f, below %.3f): every image is "
                 "projected almost alike. %s", epoch + 1, self.prefix, spread, self.collapse_threshold, self._cause(),
             )
+
+    def _warn(self, *message):
+        """Warn now, or, inside `fit`, once the progress bar has ended the epoch's line.
+
+        Keras' progress bar is the last callback, so a warning logged here
+        would land in the middle of its line.
+        """
+        if self.model is None:
+            logger.warning(*message)
+        else:
+            self._pending.append(message)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._flush()
+
+    def on_train_end(self, logs=None):
+        self._flush()
+
+    def _flush(self):
+        for message in self._pending:
+            logger.warning(*message)
+        self._pending = []
 
     def _backbone(self):
         if self.backbone is not None:
@@ -168,8 +202,8 @@ class ProjectionMonitor(keras.callbacks.Callback):
         except (TypeError, ValueError) as error:  # not a backbone of these views: no diagnosis
             logger.debug("no diagnosis of the backbone's features: %s", error)
             return advice
-        std, rms = feature_std(features)
-        if std >= FEATURE_STD_FLOOR and std >= FEATURE_RELATIVE_FLOOR * rms:
+        std, _ = feature_std(features)
+        if not features_barely_vary(features):
             return f"The backbone's features do vary (std {std:.2g} over the batch). {advice}"
         frozen = [layer for layer in _batchnorm_layers(backbone) if not layer.trainable]
         found = (f"{len(frozen)} of its BatchNormalization layers are frozen in inference mode: a randomly "

@@ -233,6 +233,10 @@ def parameter_counts(model):
 def check_schedule(base_model, schedule):
     """Validate a gradual-unfreezing schedule against `base_model`; return its rounds as tuples.
 
+    With `base_model=None` only what needs no backbone is checked (types,
+    ranges, non-negative layer counts), as a constructor does before it has
+    one.
+
     Args:
         base_model: the backbone.
         schedule: rounds `(num_of_unfrozen_layers, lr, epochs)`.
@@ -250,6 +254,9 @@ def check_schedule(base_model, schedule):
     >>> check_schedule(model, [(1, 1e-3, 2)])
     [(1, 0.001, 2)]
     """
+    if isinstance(schedule, (str, bytes)) or not hasattr(schedule, "__iter__"):
+        raise TypeError("Expected schedule to be a sequence of (num_of_unfrozen_layers, lr, epochs) rounds. "
+                        f"Received: schedule={schedule!r}")
     rounds = []
     for number, entry in enumerate(schedule, start=1):
         try:
@@ -260,7 +267,10 @@ def check_schedule(base_model, schedule):
                 f"schedule round {number}: Expected a round (num_of_unfrozen_layers, lr, epochs). Received: {entry!r}"
             ) from None
         try:
-            first_unfrozen_index(base_model, layers)
+            if base_model is not None:
+                first_unfrozen_index(base_model, layers)
+            elif not isinstance(layers, str):  # a name (or "all") is checked once the backbone is known
+                layers = check_integer("num_of_unfrozen_layers", layers, minimum=0, why='or a layer name, or "all"')
             lr = check_positive("lr", lr)
             epochs = check_integer("epochs", epochs, minimum=0)
         except (TypeError, ValueError) as error:

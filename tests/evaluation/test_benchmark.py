@@ -164,8 +164,8 @@ def test_an_interrupted_benchmark_resumes_without_running_finished_cells(folder,
 
     monkeypatch.setattr(FineTunedClassifier, "fit", flaky)
     settings = dict(fractions=(1.0, 0.2), runs=2, classifiers=("linear", "fine_tuned"), **FAST)
-    with pytest.raises(Killed):
-        run_benchmark(folder, make_tiny_backbone(), tmp_path, **settings)
+    with pytest.raises(Killed):  # a run that may need resuming starts with resume=True: it writes in place
+        run_benchmark(folder, make_tiny_backbone(), tmp_path, resume=True, **settings)
     saved = json.loads((tmp_path / "results.json").read_text())["records"]
     assert len(saved) == 5  # the cells before the interruption: 2 fine-tuned, 3 linear
     calls.clear()
@@ -195,3 +195,14 @@ def test_no_frozen_cache_fine_tunes_end_to_end(folder, tmp_path, monkeypatch):
     assert main(argv) == 0
     assert seen == [False, False]  # before and after SimCLR
     assert json.loads((tmp_path / "out" / "results.json").read_text())["settings"]["finetune"]["cache_frozen"] is False
+
+
+def test_an_interrupted_fresh_benchmark_leaves_its_out_folder_as_it_was(folder, tmp_path, monkeypatch):
+    def killed(self, *args, **kwargs):
+        raise Killed
+
+    monkeypatch.setattr(FineTunedClassifier, "fit", killed)
+    out = tmp_path / "out"
+    with pytest.raises(Killed):
+        run_benchmark(folder, make_tiny_backbone(), out, fractions=(1.0,), runs=1, **FAST)
+    assert not out.exists() and os.listdir(tmp_path) == []

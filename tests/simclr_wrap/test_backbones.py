@@ -120,7 +120,7 @@ def test_keras_file_round_trip(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="simclr_wrap.backbones"):
         loaded, preprocess_fn = load_backbone(path, input_shape=(64, 64, 3))
     assert preprocess_fn is PREPROCESSING["unit"]
-    assert "defaults to x/255; pass preprocess=" in caplog.text
+    assert "defaults to x/255; pass --preprocess / preprocess=" in caplog.text
     assert "input_shape=(64, 64, 3) is ignored" in caplog.text
     x = preprocess_fn(images((2, SIZE, SIZE, 3)))
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)

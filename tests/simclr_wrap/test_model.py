@@ -117,10 +117,14 @@ def test_a_value_of_the_wrong_type_is_a_type_error(tiny_backbone, kwargs, match)
 
 def test_get_config_rebuilds_the_same_wrapper(tiny_backbone, tmp_path):
     simclr = SimCLR(tiny_backbone, BATCH, feat_dims_ph=HEAD, temperature=0.2, ph_regul=1e-5, optimizer="sgd",
-                    unfreeze_batchnorm=True, early_stopping_patience=3, seed=7, save_path=tmp_path, pooling="avg")
+                    unfreeze_batchnorm=True, early_stopping_patience=3, seed=7, save_path=tmp_path, pooling="avg",
+                    jit_compile=True)
     config = simclr.get_config()
     assert json.loads(json.dumps(config)) == config  # JSON as it is, for results and resume checks
     assert config["temperature"] == 0.2 and config["feat_dims_ph"] == list(HEAD) and config["seed"] == 7
+    assert config["jit_compile"] is True
+    with pytest.raises(ValueError, match="Received: jit_compile=1"):
+        SimCLR(tiny_backbone, BATCH, feat_dims_ph=HEAD, save_path=None, jit_compile=1)
     again = SimCLR.from_config(config, tiny_backbone)
     assert again.get_config() == config
     assert set(config) == set(SimCLR.default_config()) and SimCLR.default_config()["queue_size"] == 10000
