@@ -72,7 +72,7 @@ class SoftmaxCosineSim(keras.layers.Layer):
     (3, 12)
     """
 
-    def __init__(self, *, temperature=0.1, same_view_negatives=True, **kwargs):
+    def __init__(self, *, temperature, same_view_negatives=True, **kwargs):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         self.temperature = check_positive("temperature", temperature)
@@ -157,7 +157,7 @@ class NearestNeighbourQueue(keras.layers.Layer):
     (4, 3)
     """
 
-    def __init__(self, *, queue_size=10000, seed=0, **kwargs):
+    def __init__(self, *, queue_size, seed=0, **kwargs):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         self.queue_size, self.seed = check_integer("queue_size", queue_size, minimum=1), seed

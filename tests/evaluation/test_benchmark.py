@@ -206,3 +206,27 @@ def test_an_interrupted_fresh_benchmark_leaves_its_out_folder_as_it_was(folder, 
     with pytest.raises(Killed):
         run_benchmark(folder, make_tiny_backbone(), out, fractions=(1.0,), runs=1, **FAST)
     assert not out.exists() and os.listdir(tmp_path) == []
+
+
+def test_results_name_the_code_as_it_was_when_the_run_started(folder, tmp_path, monkeypatch):
+    from evaluation import benchmark
+
+    calls = []
+
+    def at_start():
+        calls.append(len(calls))
+        return {"git_commit": "abc123", "git_dirty": False, "call": len(calls)}
+
+    monkeypatch.setattr(benchmark, "versions", at_start)
+    run_benchmark(folder, make_tiny_backbone(), tmp_path / "out", fractions=(1.0,), runs=1, classifiers=("knn",),
+                  **FAST)
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert calls == [0] and results["versions"] == {"git_commit": "abc123", "git_dirty": False, "call": 1}
+
+
+def test_versions_say_whether_the_tree_differs_from_the_commit():
+    from evaluation.report import versions
+
+    found = versions()
+    assert set(found) >= {"git_commit", "git_dirty", "keras", "tensorflow"}
+    assert (found["git_commit"] is None) == (found["git_dirty"] is None)

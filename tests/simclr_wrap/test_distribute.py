@@ -264,10 +264,22 @@ def run_two_local_workers(timeout=300):
     return reports
 
 
-@pytest.mark.xfail(strict=True, reason="Keras 3's Model.fit fails under MultiWorkerMirroredStrategy "
+class KerasMultiWorkerFitBug(Exception):
+    """Keras' `Model.fit` failed under MultiWorkerMirroredStrategy the known way (keras-team/keras#20585)."""
+
+
+# What Keras 3.15 raises there: from `_maybe_symbolic_build`, and past a workaround for it, from
+# `reduce_per_replica`. Any other failure is a real one and fails the test.
+KNOWN_BUG_MESSAGES = ("Attempt to convert a value (PerReplica", "Invalid reduction dimension 0")
+
+
+@pytest.mark.xfail(strict=True, raises=KerasMultiWorkerFitBug,
+                   reason="Keras 3's Model.fit fails under MultiWorkerMirroredStrategy "
                    "(keras-team/keras#20585); this test fails loudly once it works")
 def test_two_local_workers_train_as_one_device():
     for report in run_two_local_workers():
+        if any(message in report.get("error", "") for message in KNOWN_BUG_MESSAGES):
+            raise KerasMultiWorkerFitBug(report["error"])
         assert "error" not in report, report["error"]
         assert report["replicas"] == 2
         assert report["step_nt_xent_distributed"] == pytest.approx(report["step_nt_xent_single"], abs=1e-5)
