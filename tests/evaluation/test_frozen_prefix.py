@@ -38,19 +38,7 @@ def test_suffix_on_cached_activations_predicts_and_trains_as_the_whole_model(tin
     images, one_hot = images_and_labels()
     cache = FrozenPrefix(backbone, classifier_head(model), first_unfrozen_index(backbone, unfrozen))
     assert cache.available
-    activations, labels = cache.activations((images, one_hot))
-    np.testing.assert_array_equal(labels, one_hot)
-    np.testing.assert_allclose(cache.suffix.predict(activations, verbose=0), model.predict(images, verbose=0),
-                               rtol=1e-5, atol=1e-6)
-    loss = keras.losses.CategoricalCrossentropy()
-    gradients = []
-    for network, inputs in ((model, images), (cache.suffix, activations)):
-        with tf.GradientTape() as tape:
-            value = loss(one_hot, network(inputs, training=True))
-        gradients.append(tape.gradient(value, cache.suffix.trainable_variables))
-    assert {v.path for v in cache.suffix.trainable_variables} == {v.path for v in model.trainable_variables}
-    for whole, cached in zip(*gradients):
-        np.testing.assert_allclose(cached.numpy(), whole.numpy(), rtol=1e-5, atol=1e-6)
+    assert_suffix_is_the_model(cache, model, images, one_hot)
 
 
 def test_a_residual_block_spanning_the_cut_means_end_to_end():
@@ -147,18 +135,7 @@ def test_a_nested_backbone_is_cut_where_unfreezing_counts_even_inside_the_nested
     suffix_names = [layer.name for layer in cache.suffix.layers[1:-1]]
     names = ["outer_image", "rescale", "image", "conv1", "pool1", "conv2", "bn2", "relu2", "pool2", "after"]
     assert suffix_names == names[first:]  # the nested model's layers after the cut, then the outer ones
-    activations, _ = cache.activations((images, one_hot))
-    np.testing.assert_allclose(cache.suffix.predict(activations, verbose=0), model.predict(images, verbose=0),
-                               rtol=1e-5, atol=1e-6)
-    loss = keras.losses.CategoricalCrossentropy()
-    gradients = []
-    for network, inputs in ((model, images), (cache.suffix, activations)):
-        with tf.GradientTape() as tape:
-            value = loss(one_hot, network(inputs, training=True))
-        gradients.append(tape.gradient(value, cache.suffix.trainable_variables))
-    assert {id(v) for v in cache.suffix.trainable_variables} == {id(v) for v in model.trainable_variables}
-    for whole, cached in zip(*gradients):
-        np.testing.assert_allclose(cached.numpy(), whole.numpy(), rtol=1e-5, atol=1e-6)
+    assert_suffix_is_the_model(cache, model, images, one_hot)
 
 
 @pytest.mark.parametrize("unfrozen", ["inner", "conv1", 10])
@@ -230,3 +207,20 @@ def test_finetuning_a_nested_backbone_from_cached_activations_gives_what_end_to_
         for name, trained in (("conv1", False), ("conv2", True)):
             moved = np.abs(inner.get_layer(name).kernel.numpy() - start.get_layer(name).kernel.numpy()).max()
             assert (moved > 5e-3) == trained, (name, moved)
+
+
+def assert_suffix_is_the_model(cache, model, images, one_hot):
+    """The cached suffix on the prefix's activations gives the whole model's predictions and gradients."""
+    activations, labels = cache.activations((images, one_hot))
+    np.testing.assert_array_equal(labels, one_hot)
+    np.testing.assert_allclose(cache.suffix.predict(activations, verbose=0), model.predict(images, verbose=0),
+                               rtol=1e-5, atol=1e-6)
+    loss = keras.losses.CategoricalCrossentropy()
+    gradients = []
+    for network, inputs in ((model, images), (cache.suffix, activations)):
+        with tf.GradientTape() as tape:
+            value = loss(one_hot, network(inputs, training=True))
+        gradients.append(tape.gradient(value, cache.suffix.trainable_variables))
+    assert {id(v) for v in cache.suffix.trainable_variables} == {id(v) for v in model.trainable_variables}
+    for whole, cached in zip(*gradients):
+        np.testing.assert_allclose(cached.numpy(), whole.numpy(), rtol=1e-5, atol=1e-6)
