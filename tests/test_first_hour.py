@@ -191,3 +191,10 @@ def test_tensorboard_logs_every_round_or_says_what_to_install(folder, tmp_path, 
     else:
         assert run(argv, capsys)[0] == 0
         assert any("events.out.tfevents" in name for _, _, files in os.walk(logs) for name in files)
+
+
+def test_the_console_says_each_thing_once_and_no_retracing(folder, tmp_path, capsys, caplog):
+    with caplog.at_level(logging.INFO):
+        assert run(["pretrain", "--data", folder, "--out", str(tmp_path / "run"), *TINY], capsys)[0] == 0
+    assert caplog.text.count("found 24 images of 3 classes") == 1
+    assert "retracing" not in caplog.text.lower()
