@@ -163,6 +163,10 @@ class Benchmark:
             self._out = folder
             if resume:
                 self._take_finished_cells()
+            evaluations = 1 + (1 if adapted is not None else self.pretrain_runs)
+            self._progress = _Progress(evaluations * len(self._cells("before"))
+                                       + (len(self._cells("scratch")) if self.supervised_baseline else 0),
+                                       done=len(self.records_))  # cells of an earlier, resumed run count as done
             self._stage("before", lambda: self._evaluate(base_model, "before"))
             for pretrain_run, model in self._adapted_models(base_model, preprocess_input, adapted_model):
                 self._stage(f"after (SimCLR run {pretrain_run})",
@@ -222,7 +226,10 @@ class Benchmark:
         if not todo:
             logger.info("every %s cell is in results.json already", stage)
             return
-        features = {name: extract_features(base_model, self._splits.data[name], self.pooling) for name in SPLITS}
+        logger.info("extracting the %s features of %s images", stage, " / ".join(
+            f"{self._splits.sizes[name]} {name}" for name in SPLITS))
+        features = {name: extract_features(base_model, self._splits.data[name], self.pooling, verbose=self._verbose)
+                    for name in SPLITS}
         self.test_features_[stage] = features["test"]
         for fraction, run, classifier in todo:
             subset = label_subset(self._splits.train_labels, fraction, seed=self.seed + run)
@@ -278,8 +285,9 @@ class Benchmark:
             record["pretrain_run"] = pretrain_run
         self.records_.append(record)
         write_results(self._out, self.records_, self.settings_, self.durations_, self.versions_)
-        logger.info("%s %s fraction %g run %d: %d labels, val accuracy %.3f, test accuracy %.3f",
-                    stage, classifier, fraction, run, len(subset), record["val_accuracy"], record["accuracy"])
+        logger.info("%s: %s %s fraction %g run %d: %d labels, val accuracy %.3f, test accuracy %.3f",
+                    self._progress.step(), stage, classifier, fraction, run, len(subset), record["val_accuracy"],
+                    record["accuracy"])
 
     def _take_finished_cells(self):
         """Take the finished cells of the benchmark in `out`, which must have the same settings."""
@@ -326,6 +334,31 @@ def _load_adapted(adapted, base_model, preprocess_input):
         raise ValueError(f"adapted={adapted!r} was adapted with preprocess={saved!r} but the benchmark feeds "
                          f"preprocess={used!r}; give --preprocess {saved}")
     return model
+
+
+class _Progress:
+    """"cell k of N, elapsed, ETA" for the log, the ETA from the cells done in this process so far."""
+
+    def __init__(self, total, done=0):
+        self.total, self.done, self._first = total, done, done
+        self._started = time.perf_counter()
+
+    def step(self):
+        self.done += 1
+        elapsed = time.perf_counter() - self._started
+        remaining = elapsed / (self.done - self._first) * max(self.total - self.done, 0)
+        return (f"cell {self.done} of {self.total}, {_duration(elapsed)} elapsed, "
+                f"about {_duration(remaining)} left")
+
+
+def _duration(seconds):
+    """Seconds as 42 s, 3 min 5 s or 1 h 2 min."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
 class _LabelledSplits:

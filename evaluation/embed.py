@@ -44,7 +44,7 @@ def export_embeddings(data, backbone, out, *, pooling=None, batch_size=64):
     height, width, channels = base_model.input_shape[1:]
     images = DataGeneratorClass(frame, batch_size=batch_size, width=width, height=height, channels=channels,
                                 preprocess_input=preprocess_input)
-    embeddings, _ = extract_features(base_model, images, pooling)
+    embeddings, _ = extract_features(base_model, images, pooling, verbose="auto")  # a progress bar
     index = frame[[c for c in ("filename", "class_label", "split") if c in frame.columns]].rename(
         columns={"class_label": "label"})
     if out.endswith(".npy"):

@@ -230,3 +230,14 @@ def test_versions_say_whether_the_tree_differs_from_the_commit():
     found = versions()
     assert set(found) >= {"git_commit", "git_dirty", "keras", "tensorflow"}
     assert (found["git_commit"] is None) == (found["git_dirty"] is None)
+
+
+def test_the_benchmark_says_which_cell_of_how_many_and_how_long_is_left(folder, tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="evaluation.benchmark"):
+        run_benchmark(folder, make_tiny_backbone(), tmp_path / "out", fractions=(1.0, 0.2), runs=1,
+                      classifiers=("knn",), **FAST)
+    steps = [line for line in caplog.text.splitlines() if " of 4, " in line]
+    assert [line.split("cell ")[1].split(" of")[0] for line in steps] == ["1", "2", "3", "4"]
+    assert all("elapsed, about" in line and "left" in line for line in steps)
