@@ -202,7 +202,7 @@ class ProjectionMonitor(keras.callbacks.Callback):
         except (TypeError, ValueError) as error:  # not a backbone of these views: no diagnosis
             logger.debug("no diagnosis of the backbone's features: %s", error)
             return advice
-        std, _ = feature_std(features)
+        std, rms = feature_std(features)
         if not features_barely_vary(features):
             return f"The backbone's features do vary (std {std:.2g} over the batch). {advice}"
         frozen = [layer for layer in _batchnorm_layers(backbone) if not layer.trainable]
