@@ -6,6 +6,7 @@ import os
 import time
 
 import keras
+import numpy as np
 import pandas as pd
 
 from data_generators import DataGeneratorClass, split_sources, take_rows
@@ -27,6 +28,7 @@ from simclr_wrap.unfreezing import flat_layers
 logger = logging.getLogger(__name__)
 
 CLASSIFIERS = ("linear", "knn", "fine_tuned")
+PROBES = ("linear", "knn")  # classifiers of the extracted features: the same features and labels, the same result
 SPLITS = ("train", "val", "test")
 
 
@@ -65,7 +67,9 @@ class Benchmark:
     Attributes (after `run`):
         records_: one dict per (stage, classifier, fraction, run), with
             `n_labels`, `accuracy`, `val_accuracy`, `selected` (what the
-            classifier chose: C, k, or the round and epoch kept) and `seconds`.
+            classifier chose: C, k, or the round and epoch kept) and `seconds`;
+            a probe cell with the labelled images of an earlier run of its
+            stage repeats that run's record, with `shared_from_run`.
         durations_: seconds per stage.
         settings_: `get_config()` with the backbone and the split sizes.
         versions_: package versions and the git commit, read at the start.
@@ -233,15 +237,39 @@ class Benchmark:
         self.test_features_[stage] = features["test"]
         for fraction, run, classifier in todo:
             subset = label_subset(self._splits.train_labels, fraction, seed=self.seed + run)
+            earlier = self._same_probe_earlier(stage, pretrain_run, classifier, subset)
+            if earlier is not None:
+                self._keep(stage, classifier, fraction, run, subset, earlier, 0.0, pretrain_run,
+                           shared_from_run=earlier["run"])
+                continue
             started = time.perf_counter()
             result = self._classify(classifier, base_model, features, subset, self.seed + run)
             self._keep(stage, classifier, fraction, run, subset, result, time.perf_counter() - started, pretrain_run)
+
+    def _same_probe_earlier(self, stage, pretrain_run, classifier, subset):
+        """The record of an earlier run of this probe on the same features and the same labelled images, or None.
+
+        A probe on the same features and labels gives the same result (at 100 % every run has every label):
+        it is computed once and its record repeated. The fine-tuned classifier trains from its run's seed, so
+        it is never shared.
+        """
+        if classifier not in PROBES:
+            return None
+        for record in self.records_:
+            if ((record["stage"], record.get("pretrain_run"), record["classifier"]) == (stage, pretrain_run, classifier)
+                    and "shared_from_run" not in record and record["n_labels"] == len(subset)):
+                labelled = label_subset(self._splits.train_labels, record["fraction"], seed=self.seed + record["run"])
+                if np.array_equal(labelled, subset):
+                    return record
+        return None
 
     def _classify(self, classifier, base_model, features, subset, seed):
         """Train `classifier` on the labelled `subset` of the training split; score it on val and test."""
         train_features, train_labels = features["train"]
         if classifier in ("linear", "knn"):
-            probe = LinearProbe(seed=seed) if classifier == "linear" else KNNProbe(k=self.knn_k)
+            # The probe's folds are drawn with the benchmark's seed, not the run's: a probe is then a function
+            # of its features and labelled images, and runs with the same images share one result.
+            probe = LinearProbe(seed=self.seed) if classifier == "linear" else KNNProbe(k=self.knn_k)
             probe.fit(train_features[subset], train_labels[subset])
             result = probe.evaluate(*features["test"])
             result["val_accuracy"] = probe.evaluate(*features["val"])["accuracy"]
@@ -267,10 +295,12 @@ class Benchmark:
             result = classifier.evaluate(self._splits.data["test"])
             self._keep("scratch", "supervised", fraction, run, subset, result, time.perf_counter() - started)
 
-    def _keep(self, stage, classifier, fraction, run, subset, result, seconds, pretrain_run=None):
+    def _keep(self, stage, classifier, fraction, run, subset, result, seconds, pretrain_run=None,
+              shared_from_run=None):
         """Make the record of a finished cell, and write results.json at once.
 
-        An interruption loses at most the cell under way.
+        An interruption loses at most the cell under way. `shared_from_run` names the run whose result
+        this cell repeats (same probe, features and labels), recorded as `shared_from_run`.
         """
         method = "none" if stage != "after" else self.method
         record = {
@@ -283,6 +313,8 @@ class Benchmark:
             record["top5"] = float(result["top5"])
         if pretrain_run is not None:
             record["pretrain_run"] = pretrain_run
+        if shared_from_run is not None:
+            record["shared_from_run"] = shared_from_run
         self.records_.append(record)
         write_results(self._out, self.records_, self.settings_, self.durations_, self.versions_)
         logger.info("%s: %s %s fraction %g run %d: %d labels, val accuracy %.3f, test accuracy %.3f",

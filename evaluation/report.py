@@ -283,6 +283,7 @@ def write_benchmark_outputs(out, records, settings, durations, versions, test_fe
     if records:
         lines += ["Test accuracy, mean ± std (runs) over repeated runs; `labels` is the number of labelled "
                   "training images used.", "", markdown_table(summary_table(records)), ""]
+        lines += shared_cells_note(records)
         plot_accuracy_vs_fraction(records, os.path.join(out, "accuracy_vs_fraction.png"))
     lines += ["## Durations (s)", "", *[f"- {stage}: {seconds}" for stage, seconds in durations.items()], "",
               "## Settings", "", "```json", json.dumps(settings, indent=1), "```", "",
@@ -293,6 +294,29 @@ def write_benchmark_outputs(out, records, settings, durations, versions, test_fe
         plot_tsne(test_features, os.path.join(out, "tsne.png"), class_names=class_names)
     if history:
         plot_training_curves(history, os.path.join(out, "training_curves.png"))
+
+
+def shared_cells_note(records):
+    """Report lines saying which cells repeat an earlier run's result (records with `shared_from_run`).
+
+    Example:
+    >>> records = [{"stage": "before", "classifier": "knn", "fraction": 1.0, "run": run, "shared_from_run": 0}
+    ...            for run in (1, 2)]
+    >>> shared_cells_note(records)[0].split(".")[0]
+    'Computed once: before knn at 100 % (runs 1, 2 as run 0)'
+    """
+    cells = {}
+    for record in records:
+        if "shared_from_run" in record:
+            stage = record["stage"] + (f" (SimCLR run {record['pretrain_run']})" if "pretrain_run" in record else "")
+            key = (stage, record["classifier"], _percent(record["fraction"]), record["shared_from_run"])
+            cells.setdefault(key, []).append(record["run"])
+    if not cells:
+        return []
+    listed = "; ".join(f"{stage} {classifier} at {percent} (runs {', '.join(map(str, runs))} as run {source})"
+                       for (stage, classifier, percent, source), runs in cells.items())
+    return [f"Computed once: {listed}. These runs have the same labelled images, features and probe as the run "
+            "named, so its result is recorded for them without recomputing (std 0 by construction).", ""]
 
 
 def write_results(out, records, settings, durations, versions):

@@ -241,3 +241,69 @@ def test_the_benchmark_says_which_cell_of_how_many_and_how_long_is_left(folder, 
     steps = [line for line in caplog.text.splitlines() if " of 4, " in line]
     assert [line.split("cell ")[1].split(" of")[0] for line in steps] == ["1", "2", "3", "4"]
     assert all("elapsed, about" in line and "left" in line for line in steps)
+
+
+def test_a_probe_on_the_same_labels_is_computed_once_and_recorded_per_run(benchmark_run):
+    records, out = benchmark_run
+    shared = records[records["shared_from_run"].notna()]
+    # At 100 % both runs have every label: run 1's linear and kNN probes repeat run 0's; fine-tuning never does.
+    assert sorted(zip(shared["stage"], shared["classifier"], shared["fraction"], shared["run"])) == [
+        (stage, classifier, 1.0, 1) for stage in ("after", "before") for classifier in ("knn", "linear")]
+    assert (shared["shared_from_run"] == 0).all() and (shared["seconds"] == 0).all()
+    for _, record in shared.iterrows():
+        source = records[(records["stage"] == record["stage"]) & (records["classifier"] == record["classifier"])
+                         & (records["fraction"] == 1.0) & (records["run"] == 0)].iloc[0]
+        assert (record["accuracy"], record["val_accuracy"], record["selected"]) == (
+            source["accuracy"], source["val_accuracy"], source["selected"])
+    report = (out / "report.md").read_text()
+    assert "Computed once: before linear at 100 % (runs 1 as run 0)" in report
+
+
+def test_shared_probes_are_not_fitted_again_even_after_a_resume(folder, benchmark_run, tmp_path, monkeypatch):
+    from evaluation import benchmark
+    from evaluation.linear import LinearProbe
+
+    fitted = []
+    real_fit, real_write = LinearProbe.fit, benchmark.write_results
+
+    def counting_fit(self, features, labels):
+        fitted.append(len(labels))
+        return real_fit(self, features, labels)
+
+    def killed_at_the_second_record(out, records, *args):
+        if len(records) == 2:
+            raise Killed
+        return real_write(out, records, *args)
+
+    monkeypatch.setattr(LinearProbe, "fit", counting_fit)
+    monkeypatch.setattr(benchmark, "write_results", killed_at_the_second_record)
+    adapted = str(benchmark_run[1] / "simclr_run_0" / "base_model.keras")
+    settings = dict(fractions=(1.0, 0.2), runs=3, classifiers=("linear",), adapted=adapted, **FAST)
+    with pytest.raises(Killed):  # after run 0 at 100 %, in the record of run 1
+        run_benchmark(folder, make_tiny_backbone(), tmp_path, resume=True, **settings)
+    assert len(json.loads((tmp_path / "results.json").read_text())["records"]) == 1
+    n_all = fitted[0]
+    monkeypatch.setattr(benchmark, "write_results", real_write)
+    fitted.clear()
+    records = run_benchmark(folder, make_tiny_backbone(), tmp_path, resume=True, **settings)
+    n_fifth = int(np.floor(0.2 * n_all + 0.5))
+    # Runs 1 and 2 at 100 % come from run 0's record; every 20 % run has other labels and is fitted.
+    assert fitted == [n_fifth] * 3 + [n_all] + [n_fifth] * 3
+    assert records.groupby(["stage", "fraction"])["shared_from_run"].count().to_dict() == {
+        ("after", 0.2): 0, ("after", 1.0): 2, ("before", 0.2): 0, ("before", 1.0): 2}
+
+
+def test_the_shared_100_percent_cell_is_the_record_of_computing_it_each_run(folder, benchmark_run, tmp_path,
+                                                                            monkeypatch):
+    from evaluation.benchmark import Benchmark
+
+    adapted = str(benchmark_run[1] / "simclr_run_0" / "base_model.keras")
+    settings = dict(fractions=(1.0,), runs=3, classifiers=("linear", "knn"), adapted=adapted, **FAST)
+    keras.utils.set_random_seed(0)  # the same "before" backbone in both
+    shared = run_benchmark(folder, make_tiny_backbone(), tmp_path / "shared", **settings)
+    monkeypatch.setattr(Benchmark, "_same_probe_earlier", lambda *args: None)
+    keras.utils.set_random_seed(0)
+    computed = run_benchmark(folder, make_tiny_backbone(), tmp_path / "computed", **settings)
+    assert shared["shared_from_run"].notna().sum() == 2 * 2 * 2 and "shared_from_run" not in computed
+    columns = ["stage", "classifier", "run", "n_labels", "accuracy", "val_accuracy", "selected"]
+    pd.testing.assert_frame_equal(shared[columns], computed[columns])
