@@ -9,8 +9,10 @@ i, so the pairs double as the 100 % cells of the comparison. Then, for 3
 fractions x 3 runs (`label_subset(train_labels, fraction, seed=run)`, probe
 seed = run, as the benchmark), both probes are fitted and compared: test
 accuracy, chosen C and the mean cross-validated log-loss at each one's C
-(both evaluated on the old probe's log-losses). The kNN probe is timed on the
-same features. Writes the `linear_probe` and `knn_probe` entries of --json.
+(both evaluated on the old probe's log-losses), and the seconds of each: a
+stage's linear cells as the benchmark runs them cost the sum of the old ones,
+against the new ones with the 100 % cell computed once (its other runs share
+it). The kNN probe is timed on the same features. Writes the `linear_probe` and `knn_probe` entries of --json.
 
     python benchmarks/linear_probe_speed.py                 # 3 timed pairs, 3 fractions x 3 runs
     python benchmarks/linear_probe_speed.py --quick         # 1 timed pair, 1 run per fraction
@@ -146,6 +148,7 @@ def main(argv=None):
                  f"new {new_seconds:.1f} s (C={new.C_:g}), ratio {old_seconds / new_seconds:.1f}")
         if (1.0, seed) not in cells:
             cells[1.0, seed] = cell(1.0, seed, train_x, train_y, old, new)
+            cells[1.0, seed].update(old_seconds=round(old_seconds, 2), new_seconds=round(new_seconds, 2))
     ratios = [old / new for old, new in zip(old_times, new_times)]
 
     # 2. Accuracy, C and CV log-loss over the fractions and runs.
@@ -155,8 +158,15 @@ def main(argv=None):
                 continue
             subset = label_subset(train_y, fraction, seed=run)
             x, y = train_x[subset], train_y[subset]
-            cells[fraction, run] = cell(fraction, run, x, y, old_probe(x, y, seed=run), LinearProbe(seed=run).fit(x, y))
+            old_seconds, old = timed(lambda x=x, y=y, run=run: old_probe(x, y, seed=run))
+            new_seconds, new = timed(lambda x=x, y=y, run=run: LinearProbe(seed=run).fit(x, y))
+            cells[fraction, run] = cell(fraction, run, x, y, old, new)
+            cells[fraction, run].update(old_seconds=round(old_seconds, 2), new_seconds=round(new_seconds, 2))
     cells = list(cells.values())
+    # A stage's linear cells as the benchmark runs them: old, every cell; new, the 100 % cell once (the other
+    # runs share it), every other cell.
+    all_cells_old = sum(c["old_seconds"] for c in cells)
+    all_cells_new = sum(c["new_seconds"] for c in cells if c["fraction"] != 1.0 or c["run"] == 0)
 
     # 3. The kNN probe on the same features (the 100 % cell).
     knn_seconds = [timed(lambda: KNNProbe(k=20).fit(train_x, train_y).evaluate(test_x, test_y))[0]
@@ -169,6 +179,9 @@ def main(argv=None):
         "speedup_per_pair": [round(ratio, 1) for ratio in ratios],
         "old_seconds_per_pair": [round(t, 2) for t in old_times],
         "new_seconds_per_pair": [round(t, 2) for t in new_times],
+        "stage_linear_cells_old_seconds": round(all_cells_old, 1),
+        "stage_linear_cells_new_seconds": round(all_cells_new, 1),
+        "stage_linear_cells_speedup": round(all_cells_old / all_cells_new, 1),
         "max_accuracy_delta": round(max(abs(c["new_accuracy"] - c["old_accuracy"]) for c in cells), 4),
         "same_C_or_loss": all(c["same_C_or_loss"] for c in cells),
         "features": f"VGG16 (vgg16_hed_notop, caffe, {SIZE}x{SIZE}, flatten) on TrashNet: "

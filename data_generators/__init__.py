@@ -24,6 +24,9 @@ _MODULE_OF = {
     "read_images": "data_generators.io",
     "save_augmentation_grid": "data_generators.visualize",
     "atomic_output": "data_generators.files",
+    "DecodedImageCache": "data_generators.cache",
+    "image_cache": "data_generators.cache",
+    "set_image_cache": "data_generators.cache",
 }
 
 __all__ = list(_MODULE_OF)

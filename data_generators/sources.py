@@ -4,6 +4,7 @@ import logging
 
 import numpy as np
 
+from data_generators.cache import image_cache
 from data_generators.checks import check_choice, check_image_size
 from data_generators.frames import SPLITS, load_frame
 from data_generators.io import check_files_exist, fit_image, read_images
@@ -15,7 +16,8 @@ class ImageSource:
     """The images (and labels) a generator draws its batches from.
 
     One place turns every kind of `data` into images of one size: image files
-    listed by a frame (read when a batch asks for them) or arrays in memory.
+    listed by a frame (read when a batch asks for them, through the decoded-image
+    cache of `data_generators.cache`) or arrays in memory.
 
     Args:
         data: a DataFrame with columns `filename` and `class_label` (and
@@ -85,7 +87,9 @@ class ImageSource:
         """
         indices = np.asarray(indices, dtype=np.int64)
         if self.filenames is not None:
-            return read_images(self.filenames[indices], self.width, self.height, self.channels).astype(np.float32)
+            cache = image_cache()  # each file decoded once per process, not once per epoch
+            read = read_images if cache is None else cache.read
+            return read(self.filenames[indices], self.width, self.height, self.channels).astype(np.float32)
         images = self._images[indices]
         if images.shape[1:] != (self.height, self.width, self.channels):
             images = [fit_image(image, self.width, self.height, self.channels) for image in images]

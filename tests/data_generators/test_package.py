@@ -10,7 +10,7 @@ import data_generators
 PUBLIC_NAMES = set(
     """DataGeneratorSimCLR DataGeneratorClass SimCLRAugmentation contrastive_target frame_from_folder
     read_split_file stratified_split load_frame read_image read_images digits_demo save_augmentation_grid
-    atomic_output split_sources take_rows""".split()
+    atomic_output split_sources take_rows DecodedImageCache image_cache set_image_cache""".split()
 )
 
 
