@@ -14,8 +14,8 @@ import threading
 
 import numpy as np
 
-from data_generators.checks import check_image_size, check_integer
-from data_generators.io import read_image
+from data_generators.checks import check_integer
+from data_generators.io import read_image, read_images
 
 DEFAULT_BUDGET_BYTES = 1 << 30
 
@@ -74,13 +74,10 @@ class DecodedImageCache:
         Returns:
             A uint8 array of shape (len(paths), height, width, channels).
         """
-        check_image_size(width, height, channels)
-        batch = np.empty((len(paths), height, width, channels), np.uint8)
-        for position, path in enumerate(paths):
-            batch[position] = self._image(os.path.abspath(os.fspath(path)), width, height, channels)
-        return batch
+        return read_images(paths, width, height, channels, read_one=self._image)
 
     def _image(self, path, width, height, channels):
+        path = os.path.abspath(os.fspath(path))
         try:
             status = os.stat(path)
         except OSError:

@@ -82,7 +82,7 @@ def read_image(path, width, height, channels=3):
     return fit_image(_decoded_to_rgb(image), width, height, channels)
 
 
-def read_images(paths, width, height, channels=3):
+def read_images(paths, width, height, channels=3, read_one=None):
     """Read image files into one uint8 batch, each as `read_image` reads it.
 
     Args:
@@ -90,6 +90,8 @@ def read_images(paths, width, height, channels=3):
         width: output width in pixels.
         height: output height in pixels.
         channels: 3 for RGB or 1 for grayscale.
+        read_one: what reads each file, `(path, width, height, channels) ->
+            image`; None for `read_image` (the decoded-image cache passes its own).
 
     Returns:
         A uint8 array of shape (len(paths), height, width, channels).
@@ -101,8 +103,9 @@ def read_images(paths, width, height, channels=3):
     check_image_size(width, height, channels)
     batch = np.empty((len(paths), height, width, channels), np.uint8)
     # Decoding has no batched form: one file at a time.
+    read_one = read_image if read_one is None else read_one
     for position, path in enumerate(paths):
-        batch[position] = read_image(path, width, height, channels)
+        batch[position] = read_one(path, width, height, channels)
     return batch
 
 
