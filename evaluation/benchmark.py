@@ -16,6 +16,7 @@ from data_generators.sources import ImageSource
 from evaluation.features import extract_features
 from evaluation.finetune import FineTunedClassifier
 from evaluation.fractions import check_fraction, label_subset
+from evaluation.frozen_prefix import PrefixActivations
 from evaluation.knn import KNNProbe
 from evaluation.linear import LinearProbe
 from evaluation.pretraining import DEFAULT_SCHEDULE, TEST_FRACTION, VAL_FRACTION, _augmentation, pretrain
@@ -235,6 +236,9 @@ class Benchmark:
         features = {name: extract_features(base_model, self._splits.data[name], self.pooling, verbose=self._verbose)
                     for name in SPLITS}
         self.test_features_[stage] = features["test"]
+        # The fine-tuned cells of a stage clone one backbone: its frozen prefixes' activations of the val split
+        # and the training images are computed once for all of them.
+        self._prefix_activations = PrefixActivations(self.finetune.cache_bytes)
         for fraction, run, classifier in todo:
             subset = label_subset(self._splits.train_labels, fraction, seed=self.seed + run)
             earlier = self._same_probe_earlier(stage, pretrain_run, classifier, subset)
@@ -276,7 +280,8 @@ class Benchmark:
             result["selected"] = {"C": float(probe.C_)} if classifier == "linear" else {"k": int(probe.k_)}
             return result
         classifier = FineTunedClassifier.from_config({**self.finetune.get_config(), "seed": seed})
-        classifier.fit(base_model, self._splits.train_subset(subset, seed), self._splits.data["val"])
+        classifier.fit(base_model, self._splits.train_subset(subset, seed), self._splits.data["val"],
+                       prefix_activations=self._prefix_activations)
         return classifier.evaluate(self._splits.data["test"])
 
     def _scratch(self, base_model):

@@ -225,7 +225,7 @@ class FineTunedClassifier:
         options = ", ".join(f"{name}={value!r}" for name, value in self.get_config().items())
         return f"{type(self).__name__}({options})"
 
-    def fit(self, base_model, train_data, val_data, callbacks=None):
+    def fit(self, base_model, train_data, val_data, callbacks=None, prefix_activations=None):
         """Fine-tune a classifier on a copy of `base_model`.
 
         Args:
@@ -238,6 +238,11 @@ class FineTunedClassifier:
                 among rounds. Its classes must be those of `train_data`.
             callbacks: extra Keras callbacks for every round's `fit`; in a
                 cached round their `model` is the suffix model that trains.
+            prefix_activations: a `frozen_prefix.PrefixActivations` shared
+                with other classifiers of the same backbone (the benchmark
+                passes one per stage): the frozen prefix's activations of
+                images it holds are not computed again. None: computed
+                for every round.
 
         Returns:
             self, with the fitted attributes set.
@@ -253,7 +258,8 @@ class FineTunedClassifier:
         self.rounds_, self.history_ = [], {}
         kept_weights = None
         for number, (layers, lr, epochs) in enumerate(rounds, start=1):
-            summary = self._train_round(number, backbone, head, layers, lr, epochs, train_data, val_data, callbacks)
+            summary = self._train_round(number, backbone, head, layers, lr, epochs, train_data, val_data, callbacks,
+                                        prefix_activations)
             summary["kept"], kept_weights = self._keep_or_undo(summary["best_val_loss"], kept_weights)
             self.rounds_.append(summary)
         self.epochs_ = sum(summary["epochs"] for summary in self.rounds_)
@@ -295,7 +301,8 @@ class FineTunedClassifier:
         _start_head_statistics(model, train_data)
         return model
 
-    def _train_round(self, number, backbone, head, layers, lr, epochs, train_data, val_data, callbacks):
+    def _train_round(self, number, backbone, head, layers, lr, epochs, train_data, val_data, callbacks,
+                     prefix_activations):
         """Unfreeze the round's layers and train; return the round's summary (all but `kept`)."""
         set_unfrozen_layers(backbone, layers, self.unfreeze_batchnorm)
         trainable, frozen = parameter_counts(self.model_)
@@ -304,7 +311,7 @@ class FineTunedClassifier:
             "non-trainable parameters", number, layers, backbone.name, lr, epochs, f"{trainable:,}", f"{frozen:,}",
         )
         trained, train_arguments, validation = self._round_inputs(
-            number, backbone, head, layers, epochs, train_data, val_data)
+            number, backbone, head, layers, epochs, train_data, val_data, prefix_activations)
         # A change of trainable layers takes effect only when compiled again; the classifier is compiled
         # even when its suffix trains, so that it can be evaluated and fitted further.
         self._compile([self.model_] + ([trained] if trained is not self.model_ else []), lr)
@@ -333,7 +340,7 @@ class FineTunedClassifier:
             "trainable_parameters": trainable,
         }
 
-    def _round_inputs(self, number, backbone, head, layers, epochs, train_data, val_data):
+    def _round_inputs(self, number, backbone, head, layers, epochs, train_data, val_data, prefix_activations):
         """What trains this round and on what: `(model, fit's x (and y), validation_data)`.
 
         The suffix on cached activations of the frozen prefix where it may
@@ -342,7 +349,7 @@ class FineTunedClassifier:
         cached = None
         if self.cache_frozen and epochs:
             cached = round_cache(backbone, head, first_unfrozen_index(backbone, layers), train_data, val_data,
-                                 self.cache_bytes)
+                                 self.cache_bytes, prefix_activations)
         if cached is None:
             return self.model_, _fit_arguments(train_data), val_data
         batches = ShuffledArrays(*cached.train, getattr(train_data, "batch_size", 32), self.seed + number)

@@ -6,14 +6,18 @@ gradual unfreezing can compute them once and train the rest of the model
 (the unfrozen layers and the head) on them: the same function and the same
 gradients, at the cost of one forward pass of the prefix instead of one per
 epoch. The suffix model shares its layers (and so its weights) with the full
-classifier, so training it trains the classifier.
+classifier, so training it trains the classifier. `PrefixActivations` keeps
+those activations for other classifiers of the same backbone (the cells of a
+benchmark stage), so each image goes through a frozen prefix once.
 
 This module knows nothing of the classifier's head: its caller passes the
 head as a model from the backbone's output to the class probabilities.
 """
 
+import hashlib
 import logging
 import math
+import os
 from typing import NamedTuple
 
 import keras
@@ -198,23 +202,91 @@ class FrozenPrefix:
         """Bytes of float32 activations cached per image."""
         return 4 * math.prod(self.prefix.output_shape[1:])
 
-    def activations(self, data):
+    def activations(self, data, memo=None):
         """The prefix's activations and the one-hot labels of every image of `data`, in one pass.
 
         Args:
             data: `(images, one_hot)` arrays or a `keras.utils.PyDataset` of
                 such batches (visited once, in the order of its current epoch).
+            memo: a `PrefixActivations` that keeps the activations of image
+                files for other rounds and classifiers with this same frozen
+                prefix, or None.
 
         Returns:
             `(activations, one_hot)` float32 arrays.
         """
+        keys = None if memo is None else memo.image_keys(self.prefix, data)
         batches = [data] if isinstance(data, tuple) else (data[index] for index in range(len(data)))
         outputs, labels = [], []
-        for images, one_hot in batches:
-            for start in range(0, len(images), 64):
-                outputs.append(keras.ops.convert_to_numpy(self.prefix(images[start:start + 64], training=False)))
+        for index, (images, one_hot) in enumerate(batches):
+            if keys is None:
+                outputs.append(self._forward(images))
+            else:
+                batch_keys = keys(index)
+                missing = [row for row, key in enumerate(batch_keys) if key not in memo]
+                computed = dict(zip(missing, self._forward(np.asarray(images)[missing]))) if missing else {}
+                memo.put([batch_keys[row] for row in missing], list(computed.values()))
+                outputs.append(np.stack([computed[row] if row in computed else memo.get(key)
+                                         for row, key in enumerate(batch_keys)]))
             labels.append(np.asarray(one_hot, np.float32))
         return np.concatenate(outputs).astype(np.float32), np.concatenate(labels)
+
+    def _forward(self, images):
+        return np.concatenate([keras.ops.convert_to_numpy(self.prefix(images[start:start + 64], training=False))
+                               for start in range(0, len(images), 64)])
+
+
+class PrefixActivations:
+    """Activations of frozen prefixes for image files, kept across rounds and classifiers.
+
+    The cells of a benchmark stage fine-tune clones of one backbone, so the
+    frozen prefix of a round has the same layers and weights in every cell:
+    the validation split's activations are the same in each, and a labelled
+    subset's are rows of the full training split's. Keyed by the prefix (its
+    layers' configs and a hash of their weights), the file (path, size,
+    mtime) and how the generator reads and preprocesses it, an activation is
+    computed once and never served for other weights, files or preprocessing.
+    Generators of files only (`DataGeneratorClass`); arrays are computed
+    every time.
+
+    Args:
+        max_bytes: the most memory the kept activations may take; beyond
+            it, activations are computed and not kept.
+
+    Attributes:
+        hits, misses: activations served and computed.
+    """
+
+    def __init__(self, max_bytes=DEFAULT_CACHE_BYTES):
+        self.max_bytes = max_bytes
+        self._kept, self._bytes = {}, 0
+        self.hits = self.misses = 0
+
+    def __contains__(self, key):
+        return key in self._kept
+
+    def get(self, key):
+        self.hits += 1
+        return self._kept[key]
+
+    def put(self, keys, activations):
+        """Keep the activations computed for `keys`, as far as `max_bytes` allows."""
+        self.misses += len(keys)
+        for key, activation in zip(keys, activations):
+            if self._bytes + activation.nbytes > self.max_bytes:
+                return
+            self._kept[key] = np.array(activation, np.float32)
+            self._bytes += activation.nbytes
+
+    def image_keys(self, prefix, data):
+        """A function from batch index to the keys of its images, or None where `data` is not of files."""
+        source = getattr(data, "source", None)
+        if source is None or getattr(source, "filenames", None) is None or not hasattr(data, "batch_indices"):
+            return None
+        model = (_weights_digest(prefix), tuple(layer.name for layer in prefix.layers))
+        reading = (source.width, source.height, source.channels, data.preprocess_input)
+        files = [_file_stamp(path) for path in source.filenames]
+        return lambda index: [(model, reading, files[row]) for row in data.batch_indices(index)]
 
 
 class CachedRound(NamedTuple):
@@ -269,19 +341,22 @@ class ShuffledArrays(keras.utils.PyDataset):
         self._order = self._draw_order()
 
 
-def round_cache(backbone, head, first_unfrozen, train_data, val_data, max_bytes=DEFAULT_CACHE_BYTES):
+def round_cache(backbone, head, first_unfrozen, train_data, val_data, max_bytes=DEFAULT_CACHE_BYTES, memo=None):
     """The suffix model and the cached activations of `train_data` and `val_data`, or None.
 
     None (train end to end) when the data may be augmented, the backbone
     cannot be cut in front of its first unfrozen layer, or the activations
     would take more than `max_bytes`. The cache lives for one round: the next
-    round freezes fewer layers, and a new classifier has other weights, so
-    stale activations are never reused.
+    round freezes fewer layers. Activations outlive it only in `memo`, keyed
+    by the prefix's weights, so stale ones are never reused.
 
     Args:
         backbone, head, first_unfrozen: as in `FrozenPrefix`.
         train_data, val_data: as in `evaluation.finetune.FineTunedClassifier.fit`.
         max_bytes: the most memory the activations may take.
+        memo: a `PrefixActivations` shared with other rounds and classifiers
+            (activations of this prefix computed there are not computed
+            again), or None.
 
     Returns:
         A `CachedRound`, or None.
@@ -300,10 +375,27 @@ def round_cache(backbone, head, first_unfrozen, train_data, val_data, max_bytes=
         logger.info("training end to end: cached activations would take %.0f MB, above the %.0f MB allowed",
                     needed / 2**20, max_bytes / 2**20)
         return None
-    cached = CachedRound(frozen.suffix, frozen.activations(train_data), frozen.activations(val_data), frozen.cut)
+    cached = CachedRound(frozen.suffix, frozen.activations(train_data, memo), frozen.activations(val_data, memo),
+                         frozen.cut)
     logger.info("training from cached activations of the first %d layers of %r (%.0f MB)",
                 frozen.cut, backbone.name, needed / 2**20)
     return cached
+
+
+def _weights_digest(model):
+    """A hash of `model`'s weights (and their shapes): equal for a clone with the same weights."""
+    digest = hashlib.blake2b(digest_size=16)
+    for weight in model.weights:
+        value = np.ascontiguousarray(keras.ops.convert_to_numpy(weight))
+        digest.update(str(value.shape).encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def _file_stamp(path):
+    """The path, size and modification time of an image file: another stamp, another image."""
+    status = os.stat(path)
+    return os.path.abspath(path), status.st_size, status.st_mtime_ns
 
 
 def _n_images(data):

@@ -307,3 +307,25 @@ def test_the_shared_100_percent_cell_is_the_record_of_computing_it_each_run(fold
     assert shared["shared_from_run"].notna().sum() == 2 * 2 * 2 and "shared_from_run" not in computed
     columns = ["stage", "classifier", "run", "n_labels", "accuracy", "val_accuracy", "selected"]
     pd.testing.assert_frame_equal(shared[columns], computed[columns])
+
+
+def test_fine_tuned_cells_of_a_stage_compute_each_frozen_activation_once(folder, benchmark_run, tmp_path,
+                                                                         monkeypatch):
+    from evaluation.frozen_prefix import FrozenPrefix
+
+    computed = []
+    real = FrozenPrefix._forward
+
+    def counting(self, images):
+        computed.append(len(images))
+        return real(self, images)
+
+    monkeypatch.setattr(FrozenPrefix, "_forward", counting)
+    adapted = str(benchmark_run[1] / "simclr_run_0" / "base_model.keras")
+    records = run_benchmark(folder, make_tiny_backbone(), tmp_path, fractions=(1.0, 0.2), runs=2,
+                            classifiers=("fine_tuned",), adapted=adapted, **FAST)
+    sizes = json.loads((tmp_path / "results.json").read_text())["settings"]["images"]
+    # Round 1 of each of the 4 cells of a stage caches the frozen backbone's activations of its labelled images
+    # and of val; round 2 trains everything. The images are computed once per stage, not once per cell.
+    assert sum(computed) == 2 * (sizes["train"] + sizes["val"])
+    assert len(records) == 2 * 4

@@ -224,3 +224,75 @@ def assert_suffix_is_the_model(cache, model, images, one_hot):
     assert {id(v) for v in cache.suffix.trainable_variables} == {id(v) for v in model.trainable_variables}
     for whole, cached in zip(*gradients):
         np.testing.assert_allclose(cached.numpy(), whole.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def prefix_of(backbone, unfrozen):
+    """The FrozenPrefix of a fresh classifier on a clone of `backbone` (same weights), `unfrozen` layers training."""
+    clone = keras.models.clone_model(backbone)
+    clone.set_weights(backbone.get_weights())
+    model = classifier_model(clone, 3, pooling="avg", hidden_units=8)
+    inner = model.get_layer(clone.name)
+    set_unfrozen_layers(inner, unfrozen)
+    return FrozenPrefix(inner, classifier_head(model), first_unfrozen_index(inner, unfrozen))
+
+
+def file_generator(frame, rows, shuffle=False):
+    from data_generators import take_rows
+
+    return DataGeneratorClass(take_rows(frame, rows), batch_size=4, width=TINY_SIZE, height=TINY_SIZE,
+                              classes=sorted(set(frame["class_label"])), shuffle=shuffle, seed=1)
+
+
+def test_prefix_activations_are_computed_once_per_image_prefix_and_weights(tiny_image_folder):
+    from data_generators import frame_from_folder
+    from evaluation.frozen_prefix import PrefixActivations
+
+    frame = frame_from_folder(tiny_image_folder)
+    everything, subset = np.arange(len(frame)), np.arange(0, len(frame), 3)
+    backbone = make_tiny_backbone()
+    memo = PrefixActivations()
+    # One cell on every image, then a classifier of another cell (a clone) on a shuffled subset of them.
+    first = prefix_of(backbone, 0).activations(file_generator(frame, everything), memo)
+    assert (memo.misses, memo.hits) == (len(frame), 0)
+    later = prefix_of(backbone, 0)
+    shuffled = file_generator(frame, subset, shuffle=True)
+    got, one_hot = later.activations(shuffled, memo)
+    assert (memo.misses, memo.hits) == (len(frame), len(subset))
+    order = subset[shuffled.image_order()]
+    np.testing.assert_allclose(got, first[0][order], atol=1e-6)
+    fresh, fresh_labels = later.activations(shuffled)  # what the prefix computes without the memo
+    np.testing.assert_allclose(got, fresh, atol=1e-5)
+    np.testing.assert_array_equal(one_hot, fresh_labels)
+    # Another cut, or other weights: other activations, computed.
+    prefix_of(backbone, 2).activations(file_generator(frame, subset), memo)
+    assert memo.misses == len(frame) + len(subset)
+    changed = make_tiny_backbone()
+    changed.set_weights([weight + 1.0 for weight in backbone.get_weights()])
+    other = prefix_of(changed, 0).activations(file_generator(frame, subset), memo)[0]
+    assert memo.misses == len(frame) + 2 * len(subset)
+    assert not np.allclose(other, first[0][subset])
+
+
+def test_prefix_activations_of_a_changed_file_or_beyond_the_budget_are_computed(tiny_image_folder):
+    import os
+
+    import cv2
+
+    from data_generators import frame_from_folder
+    from evaluation.frozen_prefix import PrefixActivations
+
+    frame = frame_from_folder(tiny_image_folder)
+    rows = np.arange(4)
+    backbone = make_tiny_backbone()
+    memo = PrefixActivations()
+    before = prefix_of(backbone, 0).activations(file_generator(frame, rows), memo)[0]
+    path = frame["filename"].iloc[0]
+    cv2.imwrite(path, np.zeros((TINY_SIZE + 3, TINY_SIZE + 3, 3), np.uint8))
+    os.utime(path, ns=(0, os.stat(path).st_mtime_ns + 1_000_000))
+    after = prefix_of(backbone, 0).activations(file_generator(frame, rows), memo)[0]
+    assert memo.misses == 5 and not np.allclose(after[0], before[0])
+    np.testing.assert_array_equal(after[1:], before[1:])
+    small = PrefixActivations(max_bytes=before[0].nbytes)  # room for one image's activations
+    again = [prefix_of(backbone, 0).activations(file_generator(frame, rows), small)[0] for _ in range(2)]
+    np.testing.assert_allclose(again[0], again[1], atol=1e-6)
+    assert (small.misses, small.hits) == (4 + 3, 1)

@@ -143,7 +143,7 @@ class Spy:
         spy = self
 
         # Stubs: what fine-tuning is given is checked here, how it trains in test_finetune.
-        def fit(classifier, base_model, train_data, val_data, callbacks=None):
+        def fit(classifier, base_model, train_data, val_data, callbacks=None, prefix_activations=None):
             spy.finetune_fits.append((train_data, val_data))
             classifier.val_accuracy_, classifier.selected_, classifier.model_ = 0.5, {"round": 1}, None
             classifier.classes_ = list(train_data.classes)
