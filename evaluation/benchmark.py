@@ -282,7 +282,7 @@ class Benchmark:
         classifier = FineTunedClassifier.from_config({**self.finetune.get_config(), "seed": seed})
         classifier.fit(base_model, self._splits.train_subset(subset, seed), self._splits.data["val"],
                        prefix_activations=self._prefix_activations)
-        return classifier.evaluate(self._splits.data["test"])
+        return classifier.evaluate(self._splits.data["test"], prefix_activations=self._prefix_activations)
 
     def _scratch(self, base_model):
         """Train the architecture from random initialisation on the same label subsets."""

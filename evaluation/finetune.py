@@ -8,7 +8,7 @@ import keras
 import numpy as np
 
 from data_generators.checks import check_bool, check_choice, check_integer, check_number
-from evaluation.frozen_prefix import DEFAULT_CACHE_BYTES, ShuffledArrays, round_cache
+from evaluation.frozen_prefix import DEFAULT_CACHE_BYTES, FrozenPrefix, ShuffledArrays, cacheable, n_images, round_cache
 from evaluation.pretraining import resolve_all_layers
 from simclr_wrap.callbacks import RoundNumber
 from simclr_wrap.heads import POOLINGS, pooling_layer
@@ -164,6 +164,12 @@ class FineTunedClassifier:
             `num_of_unfrozen_layers` and `lr`; all None when no round
             reached a finite validation loss.
         classes_: the training data's `classes`, or None for arrays.
+        untrained_prefix_: the backbone's leading layers that no round
+            unfroze, as a `FrozenPrefix` whose suffix shares the classifier's
+            layers: their activations are those of the base model, so
+            accuracies are computed from them where the data can be cached
+            (and shared with other classifiers). None when the backbone
+            cannot be cut there.
 
     Raises:
         TypeError: an option of the wrong type.
@@ -264,14 +270,17 @@ class FineTunedClassifier:
             self.rounds_.append(summary)
         self.epochs_ = sum(summary["epochs"] for summary in self.rounds_)
         self.selected_ = self._selected()
-        self.val_accuracy_ = self._accuracy(val_data)
+        self.untrained_prefix_ = self._untrained_prefix(backbone, head, rounds)
+        self.val_accuracy_ = self._accuracy(val_data, prefix_activations)
         return self
 
-    def evaluate(self, test_data):
+    def evaluate(self, test_data, prefix_activations=None):
         """The accuracy of the fitted classifier on `test_data`, which is read once and selects nothing.
 
         Args:
             test_data: as `train_data` of `fit`, of the same classes.
+            prefix_activations: as in `fit`: the activations of the
+                untrained prefix for images it holds are not computed again.
 
         Returns:
             A dict: `accuracy` (on `test_data`), `val_accuracy` and
@@ -280,7 +289,7 @@ class FineTunedClassifier:
         if not hasattr(self, "model_"):
             raise RuntimeError(f"This {type(self).__name__} is not fitted yet; call fit(...) before evaluate(...)")
         _check_classes(self.classes_, test_data, "test_data")
-        accuracy = self._accuracy(test_data)
+        accuracy = self._accuracy(test_data, prefix_activations)
         logger.info("%s: val accuracy %.3f, test accuracy %.3f", self.model_.name, self.val_accuracy_, accuracy)
         return {"accuracy": accuracy, "val_accuracy": self.val_accuracy_, "selected": dict(self.selected_)}
 
@@ -383,9 +392,31 @@ class FineTunedClassifier:
         return {"round": kept[-1], "epoch": summary["best_epoch"],
                 "num_of_unfrozen_layers": summary["num_of_unfrozen_layers"], "lr": summary["lr"]}
 
-    def _accuracy(self, data):
-        """The classifier's accuracy on `data`, in one pass."""
-        return float(self.model_.evaluate(**_fit_arguments(data), verbose=self.verbose, return_dict=True)["accuracy"])
+    def _untrained_prefix(self, backbone, head, rounds):
+        """The `FrozenPrefix` in front of the first layer any round unfroze, or None where it cannot be cut."""
+        if not self.cache_frozen:
+            return None
+        cut = min(first_unfrozen_index(backbone, layers) for layers, _, _ in rounds)
+        prefix = FrozenPrefix(backbone, head, cut)
+        return prefix if prefix.available else None
+
+    def _accuracy(self, data, prefix_activations=None):
+        """The classifier's accuracy on `data`, in one pass.
+
+        Where the data gives the same images every epoch and their activations
+        fit in `cache_bytes`, the untrained prefix runs only on images
+        `prefix_activations` does not hold, and the rest of the classifier on
+        its activations: the same function as the whole classifier.
+        """
+        prefix = self.untrained_prefix_
+        if (prefix is None or not cacheable(data)
+                or prefix.bytes_per_image() * n_images(data) > self.cache_bytes):
+            arguments = _fit_arguments(data)
+            return float(self.model_.evaluate(**arguments, verbose=self.verbose, return_dict=True)["accuracy"])
+        activations, one_hot = prefix.activations(data, prefix_activations)
+        probabilities = prefix.suffix.predict(activations, batch_size=64, verbose=0)
+        # Keras' "accuracy" for one-hot targets: the arg-max class against the label's.
+        return float(np.mean(np.argmax(probabilities, axis=-1) == np.argmax(one_hot, axis=-1)))
 
 
 def finetune_classifier(base_model, train_data, val_data, test_data, *, callbacks=None, **options):

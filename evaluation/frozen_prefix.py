@@ -370,7 +370,7 @@ def round_cache(backbone, head, first_unfrozen, train_data, val_data, max_bytes=
                     "layer %d of %r (layers of nested models counted)",
                     first_unfrozen, backbone.name)
         return None
-    needed = frozen.bytes_per_image() * (_n_images(train_data) + _n_images(val_data))
+    needed = frozen.bytes_per_image() * (n_images(train_data) + n_images(val_data))
     if needed > max_bytes:
         logger.info("training end to end: cached activations would take %.0f MB, above the %.0f MB allowed",
                     needed / 2**20, max_bytes / 2**20)
@@ -398,7 +398,8 @@ def _file_stamp(path):
     return os.path.abspath(path), status.st_size, status.st_mtime_ns
 
 
-def _n_images(data):
+def n_images(data):
+    """The number of images of `(images, one_hot)` arrays or of a generator (its `n_images`, else batches × size)."""
     if isinstance(data, tuple):
         return len(data[0])
     return getattr(data, "n_images", len(data) * getattr(data, "batch_size", 1))
