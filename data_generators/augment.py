@@ -10,9 +10,13 @@ from data_generators.checks import check_bool, check_interval, check_number, che
 # to the central crop.
 _CROP_ATTEMPTS = 10
 # ITU-R BT.601 luma, as in OpenCV's and torchvision's grayscale.
-_LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)
-_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
+LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)
+RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+YIQ_TO_RGB = np.linalg.inv(RGB_TO_YIQ)
+# The columns of `SimCLRAugmentation.draw`'s parameters: the crop box in pixels, then flags (0 or 1),
+# jitter factors, hue in turns, and the blur's sigma (0: not blurred).
+VIEW_PARAMETERS = ("top", "left", "box_height", "box_width", "flip", "brightness", "contrast", "saturation",
+                   "hue_turns", "gray", "blur_sigma", "noise_seed")
 
 
 class SimCLRAugmentation:
@@ -165,27 +169,93 @@ class SimCLRAugmentation:
             raise TypeError(
                 f"Expected rng to be a numpy.random.Generator (np.random.default_rng(seed)). Received: rng={rng!r}"
             )
-        views = images.astype(np.float32)  # a copy: the steps below work in place
-        if self.crop:
-            views = _random_resized_crop(views, rng, self.crop_area, self.crop_aspect)
-        if self.flip:
-            flipped = rng.random(len(views)) < 0.5
-            views[flipped] = views[flipped, :, ::-1]
-        if self.color_jitter:
-            views = _random_color_jitter(views, rng, self.color_strength, self.color_jitter_prob)
-        if self.grayscale_prob > 0 and views.shape[3] == 3:
-            grayed = rng.random(len(views)) < self.grayscale_prob
-            views[grayed] = _luma(views[grayed])
-        if self.blur:
-            views = _random_blur(views, rng, self.blur_prob, self.blur_sigma)
+        views = self.apply(images, self.draw(images.shape, rng))
         if self.noise_std > 0:
             views += self.noise_std * rng.standard_normal(views.shape, dtype=np.float32)
+            np.clip(views, 0.0, 255.0, out=views)
+        return views
+
+    def draw(self, shape, rng, noise_seed=False):
+        """Draw the random parameters of one view of every image of a batch.
+
+        What `__call__` draws first, in the same order from the same `rng`, so
+        `apply(images, draw(images.shape, rng))` is `__call__`'s view when
+        `noise_std` is 0 (`__call__` then draws the noise itself from `rng`). The parameters are a few numbers per image, cheap
+        to draw on the host; `simclr_wrap.views.AugmentedViews` applies them
+        with Keras ops inside the training step.
+
+        Args:
+            shape: the batch's shape (B, H, W, C).
+            rng: the `numpy.random.Generator` every random choice comes from.
+            noise_seed: with `noise_std` > 0, also draw each image's
+                `noise_seed`, from which the in-step path makes its noise (its
+                views then follow another draw of the same distribution).
+
+        Returns:
+            A float64 array (B, len(VIEW_PARAMETERS)), columns in the order
+            of `VIEW_PARAMETERS`. Steps turned off get the parameters of the
+            identity (the whole image, factors 1, no flip, gray or blur).
+
+        Example:
+        >>> import numpy as np
+        >>> SimCLRAugmentation().draw((2, 8, 8, 3), np.random.default_rng(0)).shape
+        (2, 12)
+        """
+        batch, height, width, channels = shape
+        # float64, as the steps drew them before: the NumPy views are those of earlier versions to the bit.
+        parameters = np.zeros((batch, len(VIEW_PARAMETERS)), np.float64)
+        column = {name: index for index, name in enumerate(VIEW_PARAMETERS)}
+        parameters[:, [column["box_height"], column["box_width"]]] = height, width
+        parameters[:, [column[name] for name in ("brightness", "contrast", "saturation")]] = 1.0
+        if self.crop:
+            boxes = _draw_crop_boxes(batch, height, width, rng, self.crop_area, self.crop_aspect)
+            parameters[:, [column[name] for name in ("top", "left", "box_height", "box_width")]] = boxes
+        if self.flip:
+            parameters[:, column["flip"]] = rng.random(batch) < 0.5
+        if self.color_jitter:
+            jitter = _draw_color_jitter(batch, rng, self.color_strength, self.color_jitter_prob)
+            parameters[:, [column[name] for name in ("brightness", "contrast", "saturation", "hue_turns")]] = jitter
+        if self.grayscale_prob > 0 and channels == 3:
+            parameters[:, column["gray"]] = rng.random(batch) < self.grayscale_prob
+        if self.blur:
+            blurred = rng.random(batch) < self.blur_prob
+            sigmas = rng.uniform(*self.blur_sigma, size=batch)
+            parameters[:, column["blur_sigma"]] = np.where(blurred, sigmas, 0.0)
+        if noise_seed and self.noise_std > 0:
+            # Exact in float32 below 2**24.
+            parameters[:, column["noise_seed"]] = rng.integers(0, 2**24, size=batch)
+        return parameters
+
+    def apply(self, images, parameters):
+        """Apply drawn parameters (see `draw`) to a batch of images, with NumPy.
+
+        Args:
+            images: array (B, H, W, C), C 1 or 3, in [0, 255].
+            parameters: float array (B, len(VIEW_PARAMETERS)) from `draw`.
+
+        Returns:
+            A new float32 array of the same shape, values in [0, 255].
+        """
+        views = np.asarray(images).astype(np.float32)  # a copy: the steps below work in place
+        values = {name: np.asarray(parameters)[:, index] for index, name in enumerate(VIEW_PARAMETERS)}
+        if self.crop:
+            views = _resized_crop(views, values["top"], values["left"], values["box_height"], values["box_width"])
+        flipped = values["flip"] > 0.5
+        views[flipped] = views[flipped, :, ::-1]
+        if self.color_jitter:
+            views = _color_jitter(views, values["brightness"], values["contrast"], values["saturation"],
+                                  values["hue_turns"])
+        grayed = values["gray"] > 0.5
+        if grayed.any() and views.shape[3] == 3:
+            views[grayed] = _luma(views[grayed])
+        blurred = values["blur_sigma"] > 0
+        if blurred.any():
+            views[blurred] = _blur(views[blurred], values["blur_sigma"][blurred])
         return np.clip(views, 0.0, 255.0, out=views)
 
 
-def _random_resized_crop(images, rng, area_range, aspect_range):
-    """A random box per image, sampled back to the full size bilinearly."""
-    batch, height, width = images.shape[:3]
+def _draw_crop_boxes(batch, height, width, rng, area_range, aspect_range):
+    """(B, 4) boxes `top, left, box_height, box_width`, as torchvision's `RandomResizedCrop` draws them."""
     area = height * width * rng.uniform(*area_range, size=(batch, _CROP_ATTEMPTS))
     aspect = np.exp(rng.uniform(math.log(aspect_range[0]), math.log(aspect_range[1]), size=(batch, _CROP_ATTEMPTS)))
     box_widths = np.round(np.sqrt(area * aspect)).astype(np.int64)
@@ -199,9 +269,14 @@ def _random_resized_crop(images, rng, area_range, aspect_range):
     box_width = np.where(found, box_widths[images_index, first_fit], central_width)
     top = np.where(found, np.floor(rng.random(batch) * (height - box_height + 1)), (height - box_height) // 2)
     left = np.where(found, np.floor(rng.random(batch) * (width - box_width + 1)), (width - box_width) // 2)
-    rows = _sample_positions(top, box_height, height)
-    columns = _sample_positions(left, box_width, width)
-    return _bilinear_sample(images, rows, columns)
+    return np.stack([top, left, box_height, box_width], axis=1)
+
+
+def _resized_crop(images, top, left, box_height, box_width):
+    """Each image's box, sampled back to the full size bilinearly."""
+    height, width = images.shape[1:3]
+    return _bilinear_sample(images, _sample_positions(top, box_height, height),
+                            _sample_positions(left, box_width, width))
 
 
 def _central_box(height, width, aspect_range):
@@ -244,26 +319,32 @@ def _bilinear_sample(images, rows, columns):
     return upper * (1 - row_weight) + lower * row_weight
 
 
-def _random_color_jitter(images, rng, strength, probability):
-    """Brightness, contrast, saturation and hue, for a random share of the images."""
-    batch, channels = images.shape[0], images.shape[3]
+def _draw_color_jitter(batch, rng, strength, probability):
+    """(B, 4) brightness, contrast and saturation factors and hue turns; 1, 1, 1, 0 for images left as they are."""
     jittered = rng.random(batch) < probability
 
     def factors(amount):
-        drawn = rng.uniform(max(0.0, 1.0 - amount), 1.0 + amount, size=batch)
-        # Factor 1 (and hue angle 0) leaves an image as it is: no masking needed.
-        return np.where(jittered, drawn, 1.0).astype(np.float32)[:, None, None, None]
+        return np.where(jittered, rng.uniform(max(0.0, 1.0 - amount), 1.0 + amount, size=batch), 1.0)
 
     brightness, contrast, saturation = factors(0.8 * strength), factors(0.8 * strength), factors(0.8 * strength)
     hue_turns = np.where(jittered, rng.uniform(-0.2 * strength, 0.2 * strength, size=batch), 0.0)
-    images = np.clip(images * brightness, 0.0, 255.0)
+    return np.stack([brightness, contrast, saturation, hue_turns], axis=1)
+
+
+def _color_jitter(images, brightness, contrast, saturation, hue_turns):
+    """Brightness, contrast, saturation and hue, in that order; factor 1 (and angle 0) changes nothing."""
+
+    def per_image(values):
+        return np.asarray(values, np.float32)[:, None, None, None]
+
+    images = np.clip(images * per_image(brightness), 0.0, 255.0)
     mean_luma = _luma(images).mean(axis=(1, 2, 3), keepdims=True)
-    images = np.clip(mean_luma + contrast * (images - mean_luma), 0.0, 255.0)
-    if channels == 1:
+    images = np.clip(mean_luma + per_image(contrast) * (images - mean_luma), 0.0, 255.0)
+    if images.shape[3] == 1:
         return images
     luma = _luma(images)
-    images = np.clip(luma + saturation * (images - luma), 0.0, 255.0)
-    return np.clip(_rotate_hue(images, 2 * np.pi * hue_turns), 0.0, 255.0)
+    images = np.clip(luma + per_image(saturation) * (images - luma), 0.0, 255.0)
+    return np.clip(_rotate_hue(images, 2 * np.pi * np.asarray(hue_turns, np.float64)), 0.0, 255.0)
 
 
 def _rotate_hue(images, angles):
@@ -273,7 +354,7 @@ def _rotate_hue(images, angles):
     rotations[:, 0, 0] = 1.0
     rotations[:, 1, 1], rotations[:, 1, 2] = cos, -sin
     rotations[:, 2, 1], rotations[:, 2, 2] = sin, cos
-    transforms = (_YIQ_TO_RGB @ rotations @ _RGB_TO_YIQ).astype(np.float32)
+    transforms = (YIQ_TO_RGB @ rotations @ RGB_TO_YIQ).astype(np.float32)
     pixels = images.reshape(len(images), -1, 3)
     return (pixels @ transforms.transpose(0, 2, 1)).reshape(images.shape)
 
@@ -282,25 +363,22 @@ def _luma(images):
     """The (B, H, W, 1) luma of RGB images; one-channel images are their own."""
     if images.shape[3] == 1:
         return images
-    return images @ _LUMA_WEIGHTS[:, None]
+    return images @ LUMA_WEIGHTS[:, None]
 
 
-def _random_blur(images, rng, probability, sigma_range):
-    """Separable Gaussian blur of a random share of the images, each its own sigma."""
-    batch, height, width = images.shape[:3]
-    blurred = rng.random(batch) < probability
-    sigmas = rng.uniform(*sigma_range, size=batch)[blurred]
-    if not blurred.any():
-        return images
-    # SimCLR's kernel spans a tenth of the image side.
-    radius = max(1, round(0.1 * min(height, width)) // 2)
+def blur_radius(height, width):
+    """The Gaussian blur's kernel radius: SimCLR's kernel spans a tenth of the image side."""
+    return max(1, round(0.1 * min(height, width)) // 2)
+
+
+def _blur(images, sigmas):
+    """Separable Gaussian blur of each image with its own sigma, borders reflected."""
+    radius = blur_radius(*images.shape[1:3])
     offsets = np.arange(-radius, radius + 1)
-    kernels = np.exp(-(offsets[None, :] ** 2) / (2.0 * sigmas[:, None] ** 2))
+    kernels = np.exp(-(offsets[None, :] ** 2) / (2.0 * np.asarray(sigmas, np.float64)[:, None] ** 2))
     kernels = (kernels / kernels.sum(axis=1, keepdims=True)).astype(np.float32)
-    selected = images[blurred]
     for axis in (1, 2):
-        selected = _convolve_axis(selected, kernels, axis, radius)
-    images[blurred] = selected
+        images = _convolve_axis(images, kernels, axis, radius)
     return images
 
 

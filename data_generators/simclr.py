@@ -2,9 +2,11 @@
 
 import logging
 
+import numpy as np
+
 from data_generators.augment import SimCLRAugmentation
 from data_generators.batches import SeededImageBatches
-from data_generators.checks import check_choice, check_integer
+from data_generators.checks import check_bool, check_choice, check_integer
 from data_generators.frames import SPLITS
 from data_generators.targets import contrastive_target
 
@@ -40,6 +42,17 @@ class DataGeneratorSimCLR(SeededImageBatches):
         augmentation: a callable `(images, rng) -> views`; None means
             `SimCLRAugmentation()`.
         seed: non-negative integer seed of the order and the views.
+        augment_in_model: False: batches of views, made here with NumPy.
+            True: batches `((images, parameters), target)`, the float32
+            images in [0, 255] as read and `augmentation.draw`'s parameters
+            of both views (B, 2, len(VIEW_PARAMETERS)), for a `SimCLR` built
+            with the same `augmentation` to make the views inside its
+            training step (on the GPU where there is one), with the
+            preprocessing there too; `augmentation` must then be a
+            `SimCLRAugmentation` and `preprocess_input` None. The parameters
+            come from the same (seed, epoch, batch) stream, so the views are
+            those this generator would make with False (with `noise_std` >
+            0, other draws of the same distribution).
         **kwargs: `workers`, `use_multiprocessing`, `max_queue_size` of
             `keras.utils.PyDataset`.
 
@@ -69,9 +82,18 @@ class DataGeneratorSimCLR(SeededImageBatches):
         preprocess_input=None,
         augmentation=None,
         seed=0,
+        augment_in_model=False,
         **kwargs,
     ):
         check_choice("subset", subset, SPLITS)
+        self.augment_in_model = check_bool("augment_in_model", augment_in_model)
+        if self.augment_in_model and preprocess_input is not None:
+            raise ValueError("Expected preprocess_input=None with augment_in_model=True: the model preprocesses the "
+                             "views it makes (give the preprocessing to SimCLR(preprocess=...)). Received: "
+                             f"preprocess_input={preprocess_input!r}")
+        if self.augment_in_model and not isinstance(augmentation, (SimCLRAugmentation, type(None))):
+            raise TypeError("Expected augmentation to be a SimCLRAugmentation with augment_in_model=True (the model "
+                            f"applies its parameters). Received: augmentation={augmentation!r}")
         check_integer("batch_size", batch_size, minimum=2, why="a contrastive batch needs negatives")
         super().__init__(
             data,
@@ -115,10 +137,14 @@ class DataGeneratorSimCLR(SeededImageBatches):
 
         Returns:
             view_a and view_b float32 (B, height, width, channels) and the
-            float32 (B, 4B) target.
+            float32 (B, 4B) target; with `augment_in_model`, the images and
+            the views' parameters in their place (see the class).
         """
         images = self.source.read(self.batch_indices(index))
         rng = self.batch_rng(index)
+        if self.augment_in_model:
+            parameters = [self.augmentation.draw(images.shape, rng, noise_seed=True) for _ in range(2)]
+            return (images.astype("float32"), np.stack(parameters, axis=1)), self._target.copy()
         view_a = self.preprocess(self.augmentation(images, rng))
         view_b = self.preprocess(self.augmentation(images, rng))
         return (view_a, view_b), self._target.copy()

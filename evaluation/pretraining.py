@@ -6,6 +6,7 @@ import logging
 import os
 
 import keras
+import tensorflow as tf
 
 from data_generators import (
     DataGeneratorSimCLR,
@@ -14,14 +15,14 @@ from data_generators import (
     save_augmentation_grid,
     split_sources,
 )
-from data_generators.checks import check_integer
+from data_generators.checks import check_choice, check_integer
 from data_generators.files import atomic_output, check_run_folder, staged_folder
 from data_generators.sources import ImageSource
 from data_generators.visualize import images_from_every_class
 from evaluation.monitors import OnlineLinearProbe
 from evaluation.report import plot_training_curves
 from simclr_wrap import SimCLR
-from simclr_wrap.backbones import Backbone, preprocessing_name
+from simclr_wrap.backbones import PREPROCESSING, Backbone, preprocessing_name
 from simclr_wrap.model import check_options
 from simclr_wrap.monitors import features_barely_vary
 from simclr_wrap.unfreezing import flat_layers
@@ -32,7 +33,8 @@ ALL_LAYERS = "all"
 VAL_FRACTION = TEST_FRACTION = 0.15
 DEFAULT_SCHEDULE = ((1, 1e-4, 5), (2, 1e-5, 5))
 # Set by `pretrain` from its own arguments, not taken from the `simclr` options.
-SET_BY_PRETRAIN = ("save_path", "num_of_unfrozen_layers", "lr", "input_shape")
+SET_BY_PRETRAIN = ("save_path", "num_of_unfrozen_layers", "lr", "input_shape", "augmentation", "preprocess")
+AUGMENT_ON = ("auto", "host", "device")
 CONFIG_FILE = "pretrain_config.json"
 
 
@@ -115,6 +117,7 @@ def pretrain(
     probe=None,
     seed=0,
     workers=1,
+    augment_on="auto",
     resume=False,
     overwrite=False,
     tensorboard=None,
@@ -159,6 +162,12 @@ def pretrain(
         seed: seed of the split, the views and (unless `simclr` sets it) the
             projection head.
         workers: data-loading threads.
+        augment_on: where the views are made: "host" (NumPy, in the
+            data-loading threads), "device" (Keras ops inside the
+            training step, on the GPU where there is one: `SimCLR`'s
+            `augmentation`; the same views for the same seed), or "auto":
+            "device" where TensorFlow sees a GPU, else "host" (on a CPU the
+            step would do the work the loading threads do beside it).
         resume: write in `out` itself and keep the schedule's state in
             `out/resume/` after every epoch; go on from it when `out` holds
             the state of an interrupted run of the same schedule (see
@@ -192,8 +201,13 @@ def pretrain(
     fixed = sorted(set(options) & set(SET_BY_PRETRAIN))
     if fixed:
         raise ValueError(f"simclr options {fixed} are set by pretrain (save_path from out, num_of_unfrozen_layers "
-                         "and lr from the schedule's first round, input_shape from the backbone); remove them")
+                         "and lr from the schedule's first round, input_shape from the backbone, augmentation and "
+                         "preprocess from augmentation, augment_on and the backbone); remove them")
+    check_choice("augment_on", augment_on, AUGMENT_ON)
     base_model, preprocess_input = spec.load(strategy)
+    in_step = _views_in_step(augment_on, preprocess_input)
+    if in_step:
+        options.update(augmentation=augmentation, preprocess=preprocessing_name(preprocess_input or "none"))
     schedule = resolve_all_layers(list(schedule), base_model)
     if not schedule:
         raise ValueError("Expected schedule to hold at least one round (layers, lr, epochs). Received: schedule=[]")
@@ -207,13 +221,17 @@ def pretrain(
     parts = split_for_pretraining(data, simclr_model.batch_size, seed)
     train, val = parts["train"], parts["val"]
     common = dict(batch_size=simclr_model.batch_size, width=width, height=height, channels=channels,
-                  preprocess_input=preprocess_input, augmentation=augmentation, seed=seed, workers=workers)
+                  preprocess_input=None if in_step else preprocess_input, augmentation=augmentation, seed=seed,
+                  workers=workers, augment_in_model=in_step)
     train_views = DataGeneratorSimCLR(train, subset="train", **common)
     val_views = DataGeneratorSimCLR(val, subset="val", **common)
     train_images = ImageSource(train, width, height, channels)
     for part in (train, val):  # a corrupt file fails now, naming it, not in the middle of an epoch
         ImageSource(part, width, height, channels).check_decodable()
-    _warn_if_features_barely_vary(base_model, simclr_model, val_views[0][0][0])
+    first_images = val_views[0][0][0]
+    if in_step and preprocess_input is not None:
+        first_images = preprocess_input(first_images)
+    _warn_if_features_barely_vary(base_model, simclr_model, first_images)
     monitors = []
     if probe:
         if train_images.labels is None:
@@ -238,6 +256,22 @@ def pretrain(
         plot_training_curves(simclr_model.history_, os.path.join(folder, "training_curves.png"))
     simclr_model.save_path = out
     return simclr_model
+
+
+def _views_in_step(augment_on, preprocess_input):
+    """Whether the views are made inside the training step (see `pretrain`'s `augment_on`)."""
+    affine = preprocess_input is None or preprocessing_name(preprocess_input) in PREPROCESSING
+    if augment_on == "device" and not affine:
+        raise ValueError(f"augment_on='device' needs one of the preprocessings {list(PREPROCESSING)}, which the "
+                         f"step applies after its views; the backbone's is {preprocessing_name(preprocess_input)!r}: "
+                         "use augment_on='host'")
+    if augment_on == "auto":
+        on_device = bool(tf.config.list_logical_devices("GPU")) and affine
+        logger.info("views made %s", "inside the training step, on the GPU" if on_device else
+                    "on the host, in the data-loading threads (no GPU)" if affine else
+                    "on the host (the backbone's preprocessing is not one the step can apply)")
+        return on_device
+    return augment_on == "device"
 
 
 def _warn_if_features_barely_vary(base_model, simclr_model, views):

@@ -6,7 +6,9 @@ import os
 
 import keras
 
+from data_generators.augment import VIEW_PARAMETERS, SimCLRAugmentation
 from data_generators.checks import check_bool, check_choice, check_integer, check_positive, check_number
+from simclr_wrap.backbones import PREPROCESSING, get_preprocessing, preprocessing_name
 
 from simclr_wrap.callbacks import (
     AtomicModelCheckpoint,
@@ -34,6 +36,7 @@ from simclr_wrap.resume import (
     restore_callbacks,
 )
 from simclr_wrap.unfreezing import check_schedule, parameter_counts, set_unfrozen_layers
+from simclr_wrap.views import AugmentedViews, preprocessing_as_affine
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +120,18 @@ class SimCLR:
             the replicas, and the negatives of every anchor come from the
             whole global batch (the views are gathered across replicas), so
             the loss is the single-device loss on the global batch.
+        augmentation: None (the data gives the two views, as
+            `DataGeneratorSimCLR` does by default), or a
+            `SimCLRAugmentation` or its config: the views are made inside
+            the training step, on the device that runs it, by
+            `simclr_wrap.views.AugmentedViews` from the images and the
+            parameters the data gives (`DataGeneratorSimCLR(...,
+            augmentation=the same, augment_in_model=True)`); the model's
+            inputs are then `images` and `view_parameters`.
+        preprocess: with `augmentation`, the backbone's preprocessing,
+            applied in the step after it: a mode name of
+            `simclr_wrap.backbones.PREPROCESSING` or one of its functions
+            (None: none). Without `augmentation` the data preprocesses.
         sync_batchnorm: with `unfreeze_batchnorm=True`, compute the batch
             statistics of the backbone's BatchNormalization layers over the
             global batch rather than per replica (Keras' `synchronized`
@@ -169,6 +184,8 @@ class SimCLR:
         same_view_negatives=True,
         strategy=None,
         sync_batchnorm=False,
+        augmentation=None,
+        preprocess=None,
     ):
         if not isinstance(base_model, keras.Model):
             raise TypeError(f"Expected base_model to be a keras.Model. Received: base_model={type(base_model).__name__}")
@@ -197,6 +214,7 @@ class SimCLR:
         check_global_batch(self.strategy, batch_size)
         check_model_in_scope(self.strategy, base_model)
         self.sync_batchnorm = check_bool("sync_batchnorm", sync_batchnorm)
+        self.augmentation, self.preprocess = _in_step_augmentation(augmentation, preprocess, self.input_shape)
         if self.sync_batchnorm:
             if not unfreeze_batchnorm:
                 logger.warning("sync_batchnorm=True does nothing while unfreeze_batchnorm=False: frozen "
@@ -245,6 +263,8 @@ class SimCLR:
             "queue_size": self.queue_size,
             "same_view_negatives": self.same_view_negatives,
             "sync_batchnorm": self.sync_batchnorm,
+            "augmentation": None if self.augmentation is None else self.augmentation.get_config(),
+            "preprocess": self.preprocess,
         }
 
     @classmethod
@@ -266,10 +286,19 @@ class SimCLR:
 
     # Building
 
+    def _inputs_and_views(self):
+        """The model's inputs and the (2·B, H, W, C) views the backbone runs on, view a's first."""
+        if self.augmentation is None:
+            inputs = [keras.Input(self.input_shape, name="view_a"), keras.Input(self.input_shape, name="view_b")]
+            return inputs, keras.layers.Concatenate(axis=0, name="views")(inputs)
+        inputs = [keras.Input(self.input_shape, name="images"),
+                  keras.Input((2, len(VIEW_PARAMETERS)), name="view_parameters")]
+        matrix, shift = preprocessing_as_affine(
+            None if self.preprocess is None else get_preprocessing(self.preprocess), self.input_shape[-1])
+        return inputs, AugmentedViews(self.augmentation, matrix, shift, name="views")(*inputs)
+
     def _build(self):
-        view_a = keras.Input(self.input_shape, name="view_a")
-        view_b = keras.Input(self.input_shape, name="view_b")
-        views = keras.layers.Concatenate(axis=0, name="views")([view_a, view_b])
+        inputs, views = self._inputs_and_views()
         try:
             features = self.base_model(views)
         except Exception as error:
@@ -290,8 +319,8 @@ class SimCLR:
             temperature=self.temperature, same_view_negatives=self.same_view_negatives, name="softmax_cosine_sim"
         )(projections, anchors=anchors)
         # Shares every layer with the SimCLR model: what ProjectionMonitor watches.
-        self._projector = keras.Model([view_a, view_b], projections, name="simclr_projector")
-        return keras.Model([view_a, view_b], similarities, name="simclr")
+        self._projector = keras.Model(inputs, projections, name="simclr_projector")
+        return keras.Model(inputs, similarities, name="simclr")
 
     def _compile(self, lr):
         self.lr = check_positive("lr", lr)
@@ -408,14 +437,24 @@ class SimCLR:
             raise ValueError(f"{name} gives batches of {size} images but SimCLR has batch_size={self.batch_size}")
         if not (hasattr(data, "__getitem__") and hasattr(data, "__len__")) or len(data) == 0:
             return
-        views = data[0][0]
-        shapes = [tuple(getattr(view, "shape", ())) for view in views] if isinstance(views, (tuple, list)) else []
-        if len(shapes) != 2 or any(shape[1:] != tuple(self.input_shape) for shape in shapes):
+        inputs = data[0][0]
+        shapes = [tuple(getattr(part, "shape", ())) for part in inputs] if isinstance(inputs, (tuple, list)) else []
+        expected = [tuple(tensor.shape[1:]) for tensor in self.SimCLR_model.inputs]
+        if len(shapes) != 2 or any(shape[1:] != want for shape, want in zip(shapes, expected)):
+            if self.augmentation is None:
+                what = (f"views of shape {shapes} but backbone {self.base_model.name!r} takes images of shape "
+                        f"{tuple(self.input_shape)}")
+            else:
+                what = (f"inputs of shape {shapes} but this SimCLR makes its views in the step: it takes (images, "
+                        f"view_parameters) of shapes {expected}; build the generator with augment_in_model=True and")
             raise ValueError(
-                f"{name} gives views of shape {shapes} but backbone {self.base_model.name!r} takes images of "
-                f"shape {tuple(self.input_shape)}: build the generator with width={self.input_shape[1]}, "
+                f"{name} gives {what}: build the generator with width={self.input_shape[1]}, "
                 f"height={self.input_shape[0]}, channels={self.input_shape[2]}"
             )
+        if self.augmentation is not None and getattr(data, "augmentation", self.augmentation).get_config() != \
+                self.augmentation.get_config():
+            raise ValueError(f"{name} draws the parameters of {data.augmentation!r} but this SimCLR applies those of "
+                             f"{self.augmentation!r}: give both the same augmentation")
 
     def _end_round(self):
         if self.save_path is not None:
@@ -581,6 +620,28 @@ class SimCLR:
         reads back (`read_model_metadata`).
         """
         return save_model_atomically(self.base_model, path, metadata=self.backbone_metadata)
+
+
+def _in_step_augmentation(augmentation, preprocess, input_shape):
+    """`(augmentation, preprocess mode name)` checked: `SimCLRAugmentation` or None, and a mode name or None."""
+    if augmentation is None:
+        if preprocess is not None:
+            raise ValueError("Expected preprocess=None without augmentation: the data preprocesses the views it makes. "
+                             f"Received: preprocess={preprocess!r}")
+        return None, None
+    if isinstance(augmentation, dict):
+        augmentation = SimCLRAugmentation.from_config(augmentation)
+    if not isinstance(augmentation, SimCLRAugmentation):
+        raise TypeError("Expected augmentation to be a SimCLRAugmentation, its config dict or None. "
+                        f"Received: augmentation={augmentation!r}")
+    if preprocess is None:
+        return augmentation, None
+    mode = preprocessing_name(get_preprocessing(preprocess))
+    if mode not in PREPROCESSING:
+        raise ValueError(f"Expected preprocess to be one of {list(PREPROCESSING)} (or its function) when the views "
+                         f"are made in the step. Received: preprocess={preprocess!r}")
+    preprocessing_as_affine(PREPROCESSING[mode], input_shape[-1])  # raises for a mode the channels do not fit
+    return augmentation, mode
 
 
 def check_options(config):
