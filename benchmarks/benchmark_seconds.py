@@ -15,7 +15,11 @@ benchmarks/speed.json ("before" and "after" this change, not the stages).
 import argparse
 import json
 import os
+import sys
 from collections import Counter
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # speed_json, beside this file
+from speed_json import read_speed_json, write_speed_json  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
@@ -55,14 +59,9 @@ def main(argv=None):
              f"{name}_ratio": round(runs["after"]["total"] / runs["before"]["total"], 3),
              f"{name}_parts_before": runs["before"], f"{name}_parts_after": runs["after"],
              f"{name}_results": [settings.before, settings.after]}
-    results = {}
-    if os.path.exists(settings.json):
-        with open(settings.json) as file:
-            results = json.load(file)
+    results = read_speed_json(settings.json)
     results["benchmark"] = {**results.get("benchmark", {}), **entry}
-    with open(settings.json, "w") as file:
-        json.dump(results, file, indent=1)
-        file.write("\n")
+    write_speed_json(results, settings.json)
     print(json.dumps(entry, indent=1))
 
 

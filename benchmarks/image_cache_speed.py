@@ -30,6 +30,8 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # speed_json, beside this file
+from speed_json import read_speed_json, write_speed_json  # noqa: E402
 import cv2  # noqa: E402
 
 from data_generators import DataGeneratorSimCLR, split_sources  # noqa: E402
@@ -128,14 +130,9 @@ def main(argv=None):
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}",
         "images": f"{n_images} TrashNet training images as {LARGE[0]}x{LARGE[1]} JPEGs",
     })
-    speed = {}
-    if os.path.exists(settings.json):
-        with open(settings.json) as file:
-            speed = json.load(file)
+    speed = read_speed_json(settings.json)
     speed["pipeline"] = results
-    with open(settings.json, "w") as file:
-        json.dump(speed, file, indent=1)
-        file.write("\n")
+    write_speed_json(speed, settings.json)
     print(json.dumps(results, indent=1))
 
 

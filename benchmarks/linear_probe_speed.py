@@ -30,6 +30,8 @@ import warnings
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # speed_json, beside this file
+from speed_json import read_speed_json, write_speed_json  # noqa: E402
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
@@ -189,10 +191,7 @@ def main(argv=None):
         "cells": cells,
     }
     knn = {"seconds_fit_and_evaluate_100_percent": round(statistics.median(knn_seconds), 3), "k": 20}
-    results = {}
-    if os.path.exists(settings.json):
-        with open(settings.json) as file:
-            results = json.load(file)
+    results = read_speed_json(settings.json)
     results.update({
         "linear_probe": entry, "knn_probe": knn,
         "linear_probe_command": "python benchmarks/linear_probe_speed.py" + (" --quick" if settings.quick else "")
@@ -200,9 +199,7 @@ def main(argv=None):
         "linear_probe_date": datetime.datetime.now().isoformat(timespec="seconds"),
         "linear_probe_machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}",
     })
-    with open(settings.json, "w") as file:
-        json.dump(results, file, indent=1)
-        file.write("\n")
+    write_speed_json(results, settings.json)
     print(json.dumps({"linear_probe": {k: v for k, v in entry.items() if k != "cells"}, "knn_probe": knn}, indent=1))
 
 

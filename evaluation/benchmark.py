@@ -57,7 +57,10 @@ class Benchmark:
         runs: repeated runs per cell (seeds seed, seed + 1, ...).
         pretrain_runs: repeated SimCLR runs (seeds seed, seed + 1, ...).
         classifiers: which of "linear", "knn" and "fine_tuned" to run.
-        knn_k: neighbours of the kNN classifier.
+        knn: the kNN classifier: a `KNNProbe` or its options as a dict
+            (default: similarity-weighted votes, k chosen on the labelled
+            images; `{"k": 20, "weights": "uniform"}` is the majority vote of
+            the tables published before 2026-11-26).
         supervised_baseline: also train the architecture from scratch.
         seed: base seed of the split, the label subsets and every model.
         schedule, simclr, augmentation, probe: SimCLR's, as in `pretrain`.
@@ -80,14 +83,14 @@ class Benchmark:
     [1.0, 0.05]
     """
 
-    def __init__(self, *, fractions=(1.0, 0.2, 0.05), runs=3, pretrain_runs=1, classifiers=CLASSIFIERS, knn_k=20,
+    def __init__(self, *, fractions=(1.0, 0.2, 0.05), runs=3, pretrain_runs=1, classifiers=CLASSIFIERS, knn=None,
                  supervised_baseline=False, seed=0, schedule=DEFAULT_SCHEDULE, simclr=None, augmentation=None,
                  probe=None, finetune=None):
         self.fractions = tuple(check_fraction(fraction) for fraction in fractions)
         self.runs = check_integer("runs", runs, minimum=1)
         self.pretrain_runs = check_integer("pretrain_runs", pretrain_runs, minimum=1)
         self.classifiers = tuple(check_choice("classifiers", name, CLASSIFIERS) for name in classifiers)
-        self.knn_k = check_integer("knn_k", knn_k, minimum=1)
+        self.knn = knn if isinstance(knn, KNNProbe) else KNNProbe(**dict(knn or {}))
         self.supervised_baseline = check_bool("supervised_baseline", supervised_baseline)
         self.seed = check_integer("seed", seed, minimum=0)
         self.schedule = [tuple(entry) for entry in schedule]
@@ -105,7 +108,7 @@ class Benchmark:
     def get_config(self):
         return {
             "fractions": list(self.fractions), "runs": self.runs, "pretrain_runs": self.pretrain_runs,
-            "classifiers": list(self.classifiers), "knn_k": self.knn_k,
+            "classifiers": list(self.classifiers), "knn": self.knn.get_config(),
             "supervised_baseline": self.supervised_baseline, "seed": self.seed,
             "schedule": [list(entry) for entry in self.schedule], "simclr": self.simclr,
             "augmentation": self.augmentation.get_config(), "probe": self.probe,
@@ -273,7 +276,8 @@ class Benchmark:
         if classifier in ("linear", "knn"):
             # The probe's folds are drawn with the benchmark's seed, not the run's: a probe is then a function
             # of its features and labelled images, and runs with the same images share one result.
-            probe = LinearProbe(seed=self.seed) if classifier == "linear" else KNNProbe(k=self.knn_k)
+            probe = LinearProbe(seed=self.seed) if classifier == "linear" else KNNProbe.from_config(
+                self.knn.get_config())
             probe.fit(train_features[subset], train_labels[subset])
             result = probe.evaluate(*features["test"])
             result["val_accuracy"] = probe.evaluate(*features["val"])["accuracy"]

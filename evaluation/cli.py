@@ -18,7 +18,12 @@ import sys
 
 PREPROCESS_CHOICES = ["auto", "unit", "caffe", "tf", "torch", "none"]
 POOLING_CHOICES = ["flatten", "avg", "max"]
+AUGMENT_ON = ["auto", "host", "device"]  # evaluation.pretraining.AUGMENT_ON, kept here for a fast --help
 DEFAULT_BACKBONE = "small_cnn"
+
+
+def _int_or_auto(text):
+    return text if text == "auto" else int(text)
 
 
 def _ints(text):
@@ -120,6 +125,9 @@ OPTIONS = [
            "pooling a .keras backbone was adapted with, else avg", choices=POOLING_CHOICES),
     Option(("--seed",), "run", "seed", BOTH, "seed of the split, the views, the label subsets and the heads", int),
     Option(("--workers",), "run", "workers", ("pretrain",), "data-loading threads", int),
+    Option(("--augment-on",), "run", "augment_on", ("pretrain",), "where the views are made: host (NumPy, in the "
+           "loading threads), device (TensorFlow ops in the training step) or auto (device where there is a GPU)",
+           choices=AUGMENT_ON),
     Option(("--resume",), "run", "resume", BOTH, "pretrain: save the schedule's state after every epoch in "
            "OUT/resume and go on from the last finished epoch; benchmark: keep the cells in OUT/results.json and "
            "go on with the rest", action="store_true"),
@@ -184,7 +192,12 @@ OPTIONS = [
     Option(("--pretrain-runs",), "benchmark", "pretrain_runs", ("benchmark",), "repeated SimCLR runs", int),
     Option(("--classifiers",), "benchmark", "classifiers", ("benchmark",), "which classifiers to run, "
            "comma-separated", _names),
-    Option(("--knn-k",), "benchmark", "knn_k", ("benchmark",), "neighbours of the kNN classifier", int),
+    Option(("--knn-k",), "knn", "k", ("benchmark",), "neighbours of the kNN classifier, or auto: chosen by "
+           "leave-one-out on the labelled images, at most the smallest class's count", _int_or_auto),
+    Option(("--knn-weights",), "knn", "weights", ("benchmark",), "the kNN's votes: similarity (exp(cos/T), "
+           "the self-supervised literature's) or uniform (a majority vote)", choices=["similarity", "uniform"]),
+    Option(("--knn-temperature",), "knn", "temperature", ("benchmark",), "T of the kNN's similarity weights",
+           float),
     Option(("--supervised-baseline",), "benchmark", "supervised_baseline", ("benchmark",),
            "also train the architecture from random initialisation on the same labels", action="store_true"),
 ]
@@ -196,6 +209,7 @@ def _owner_defaults(group):
     from evaluation.benchmark import Benchmark
     from evaluation.embed import export_embeddings
     from evaluation.finetune import FineTunedClassifier
+    from evaluation.knn import KNNProbe
     from evaluation.pretraining import DEFAULT_SCHEDULE, pretrain
     from simclr_wrap import SimCLR
     from simclr_wrap.backbones import load_backbone
@@ -205,6 +219,7 @@ def _owner_defaults(group):
     if group == "schedule":
         return {"schedule": DEFAULT_SCHEDULE}
     owner = {"augmentation": SimCLRAugmentation, "finetune": FineTunedClassifier, "benchmark": Benchmark,
+             "knn": KNNProbe,
              "run": pretrain, "backbone": load_backbone, "embed": export_embeddings}[group]
     defaults = {name: parameter.default for name, parameter in inspect.signature(owner).parameters.items()
                 if parameter.default is not inspect.Parameter.empty}
@@ -409,7 +424,8 @@ def run_pretrain(groups, command):
 
         strategy = tf.distribute.MirroredStrategy()
         print(f"MirroredStrategy over {strategy.num_replicas_in_sync} device(s)")
-    optional = {key: run[key] for key in ("seed", "workers", "resume", "overwrite", "tensorboard") if key in run}
+    optional = {key: run[key] for key in ("seed", "workers", "augment_on", "resume", "overwrite", "tensorboard")
+                if key in run}
     optional.update({"schedule": groups["schedule"]["schedule"]} if "schedule" in groups else {})
     simclr = pretrain(data, backbone, out, simclr=groups.get("simclr"), augmentation=groups.get("augmentation"),
                       probe=_probe(groups), strategy=strategy, **optional)
@@ -436,7 +452,7 @@ def run_benchmark(groups, command):
     config.update({"seed": run["seed"]} if "seed" in run else {})
     config.update({"schedule": groups["schedule"]["schedule"]} if "schedule" in groups else {})
     benchmark = Benchmark(**config, simclr=groups.get("simclr"), augmentation=groups.get("augmentation"),
-                          probe=_probe(groups), finetune=groups.get("finetune"))
+                          probe=_probe(groups), finetune=groups.get("finetune"), knn=groups.get("knn"))
     records = benchmark.run(data, backbone, out, adapted=run.get("adapted"), resume=bool(run.get("resume")),
                             overwrite=bool(run.get("overwrite")))
     print(markdown_table(summary_table(records)))

@@ -15,7 +15,7 @@ from evaluation.report import summary_table
 from tests.conftest import make_tiny_backbone, write_image_folder
 
 FAST = dict(schedule=[("all", 1e-3, 1)], simclr=dict(pooling="avg", batch_size=4, feat_dims_ph=(16, 8)),
-            finetune=dict(schedule=[(0, 1e-3, 1), ("all", 1e-4, 1)]), knn_k=3, verbose=0)
+            finetune=dict(schedule=[(0, 1e-3, 1), ("all", 1e-4, 1)]), knn=dict(k=3, weights="uniform"), verbose=0)
 
 
 @pytest.fixture(scope="module")
@@ -129,10 +129,18 @@ def test_benchmark_command_on_a_folder(folder, tmp_path, capsys):
     out = tmp_path / "cli"
     argv = ["benchmark", "--data", folder, "--backbone", "small_cnn", "--size", "16", "--batch-size", "4",
             "--feat-dims", "16,8", "--schedule", "all:1e-3:1", "--finetune-schedule", "0:1e-3:1", "--fractions",
-            "1.0,0.2", "--runs", "1", "--classifiers", "linear,knn", "--knn-k", "3", "--pooling", "avg", "--out", str(out)]
+            "1.0,0.2", "--runs", "1", "--classifiers", "linear,knn", "--knn-k", "auto", "--knn-temperature", "0.1",
+            "--pooling", "avg", "--out", str(out)]
     assert main(argv) == 0
     assert "| fraction | classifier |" in capsys.readouterr().out
-    assert len(json.loads((out / "results.json").read_text())["records"]) == 2 * 2 * 2
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["records"]) == 2 * 2 * 2
+    assert results["settings"]["knn"] == {"k": "auto", "weights": "similarity", "temperature": 0.1}
+    # k chosen on the labelled images: never more than the smallest class holds (at 20 %, 1-2 a class).
+    for record in results["records"]:
+        if record["classifier"] == "knn":
+            smallest = 2 if record["fraction"] == 0.2 else record["n_labels"] // 3
+            assert 1 <= record["selected"]["k"] <= smallest
 
 
 def test_embed_command_writes_csv_and_npy(folder, tmp_path):

@@ -12,7 +12,7 @@ import pytest
 from evaluation.cli import OPTIONS, build_parser, main
 from evaluation.pretraining import parse_schedule
 from simclr_wrap import SimCLR
-from tests.conftest import TINY_CLASSES
+from tests.conftest import TINY_CLASSES, make_tiny_backbone
 
 TINY_RUN = ["--size", "16", "--batch-size", "4", "--feat-dims", "16,8", "--schedule", "all:1e-3:1,2:1e-4:1"]
 
@@ -118,7 +118,8 @@ def test_help_shows_the_defaults_of_the_objects_configured(capsys):
 
 
 def test_every_simclr_option_is_reachable_from_the_command_line():
-    set_elsewhere = {"num_of_unfrozen_layers", "lr", "save_path", "input_shape", "seed"}  # schedule, --out, --size, --seed
+    # schedule, --out, --size, --seed; the views made in the step: --augment-on with the augmentation flags and --preprocess
+    set_elsewhere = {"num_of_unfrozen_layers", "lr", "save_path", "input_shape", "seed", "augmentation", "preprocess"}
     flags = {option.key for option in OPTIONS if option.group == "simclr" and "pretrain" in option.commands}
     assert flags == set(SimCLR.default_config()) - set_elsewhere
 
@@ -136,6 +137,36 @@ def test_pretrain_passes_simclr_options_through_to_the_wrapper(tiny_image_folder
     assert simclr["feat_dims_ph"] == [16, 8] and config["backbone"]["input_shape"] == [16, 16, 3]
     n_layers = len(keras.models.load_model(out / "base_model.keras").layers)
     assert config["schedule"] == [[n_layers, 0.001, 1], [2, 0.0001, 1]]  # "all" resolved to every layer
+
+
+def test_pretrain_makes_the_same_views_in_the_training_step_as_on_the_host(tiny_image_folder, tmp_path):
+    backbone = tmp_path / "backbone.keras"
+    make_tiny_backbone().save(backbone)  # the same initial weights in every run
+    histories = {}
+    for augment_on in ("host", "device", "auto"):
+        out = tmp_path / augment_on
+        assert main(["pretrain", "--data", tiny_image_folder, "--out", str(out), *TINY_RUN, "--seed", "3",
+                     "--backbone", str(backbone), "--augment-on", augment_on, "--preprocess", "caffe"]) == 0
+        config = json.loads((out / "pretrain_config.json").read_text())
+        in_step = config["simclr"]["augmentation"] is not None
+        assert in_step == (augment_on == "device")  # auto: no GPU here, so on the host
+        if in_step:
+            assert config["simclr"]["augmentation"] == config["augmentation"]
+            assert config["simclr"]["preprocess"] == "caffe"
+        histories[augment_on] = pd.read_csv(out / "history.csv")
+    for key in ("nt_xent", "val_nt_xent"):
+        np.testing.assert_allclose(histories["device"][key], histories["host"][key], rtol=1e-3)
+        np.testing.assert_allclose(histories["auto"][key], histories["host"][key], rtol=1e-6)
+
+
+def test_cli_choices_are_the_library_s():
+    from evaluation import cli, pretraining
+    from simclr_wrap.backbones import PREPROCESSING
+    from simclr_wrap.heads import POOLINGS
+
+    assert tuple(cli.AUGMENT_ON) == pretraining.AUGMENT_ON
+    assert set(cli.POOLING_CHOICES) == set(POOLINGS)
+    assert set(cli.PREPROCESS_CHOICES) == {"auto", *PREPROCESSING}
 
 
 def test_parse_schedule_accepts_counts_names_and_all():

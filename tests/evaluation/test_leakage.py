@@ -46,7 +46,7 @@ PER_CLASS = {"train": 8, "val": 4, "test": 4}
 SEED = 0
 FRACTIONS, RUNS = (1.0, 0.5), 2
 FAST = dict(schedule=[("all", 1e-3, 1)], simclr=dict(pooling="avg", batch_size=4, feat_dims_ph=(16, 8)),
-            finetune=dict(schedule=[(0, 1e-3, 1), ("all", 1e-4, 1)]), knn_k=3, seed=SEED)
+            finetune=dict(schedule=[(0, 1e-3, 1), ("all", 1e-4, 1)]), knn=dict(k=3, weights="uniform"), seed=SEED)
 PRETRAIN = dict(schedule=[("all", 1e-3, 1)], simclr=dict(pooling="avg", batch_size=4, feat_dims_ph=(16, 8)),
                 probe=dict(every=1, fraction=0.5), seed=SEED, verbose=0)
 # What may differ when only the test split changes.
