@@ -44,7 +44,7 @@ def preprocessing_as_affine(preprocess, channels):
     Example:
     >>> from simclr_wrap.backbones import preprocess_caffe
     >>> matrix, shift = preprocessing_as_affine(preprocess_caffe, 3)
-    >>> matrix[0].tolist(), shift.round(3).tolist()
+    >>> matrix[0].round(6).tolist(), shift.round(3).tolist()
     ([0.0, 0.0, 1.0], [-103.939, -116.779, -123.68])
     """
     if preprocess is None:
