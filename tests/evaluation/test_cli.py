@@ -159,6 +159,20 @@ def test_pretrain_makes_the_same_views_in_the_training_step_as_on_the_host(tiny_
         np.testing.assert_allclose(histories["auto"][key], histories["host"][key], rtol=1e-6)
 
 
+def test_pretrain_refuses_views_in_the_step_with_a_preprocessing_it_cannot_apply(tiny_image_folder, tmp_path):
+    from evaluation.pretraining import pretrain
+    from simclr_wrap.backbones import Backbone
+
+    def per_image_standardisation(images):  # mixes pixels: not an affine map of each pixel's channels
+        return (images - images.mean()) / (images.std() + 1e-6)
+
+    backbone = Backbone(make_tiny_backbone(), preprocess=per_image_standardisation)
+    with pytest.raises(ValueError, match="augment_on='device' needs one of the preprocessings.*augment_on='host'"):
+        pretrain(tiny_image_folder, backbone, tmp_path / "run", schedule=[(1, 1e-3, 1)],
+                 simclr=dict(batch_size=4, feat_dims_ph=(16, 8)), augment_on="device")
+    assert not (tmp_path / "run").exists() or not os.listdir(tmp_path / "run")
+
+
 def test_cli_choices_are_the_library_s():
     from evaluation import cli, pretraining
     from simclr_wrap.backbones import PREPROCESSING
