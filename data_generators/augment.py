@@ -169,9 +169,35 @@ class SimCLRAugmentation:
             raise TypeError(
                 f"Expected rng to be a numpy.random.Generator (np.random.default_rng(seed)). Received: rng={rng!r}"
             )
-        views = self.apply(images, self.draw(images.shape, rng))
+        return self.rows_of_view(images, rng, np.arange(len(images)), len(images))
+
+    def rows_of_view(self, images, rng, rows, batch_size):
+        """Rows `rows` of the view `__call__` draws for a batch of `batch_size` images, from those rows alone.
+
+        What a worker that holds only its share of a global batch needs: every
+        random number of the whole batch is drawn from `rng` as `__call__`
+        draws it (parameters, then noise), and the pixels of `rows` alone are
+        made, so the rows are those of the whole batch's view.
+
+        Args:
+            images: array (len(rows), H, W, C), the batch's images at `rows`.
+            rng: the batch's `numpy.random.Generator`.
+            rows: int array, positions of `images` in the batch.
+            batch_size: the whole batch's number of images.
+
+        Example:
+        >>> import numpy as np
+        >>> batch = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3)).astype(np.uint8)
+        >>> augmentation = SimCLRAugmentation(noise_std=5.0)
+        >>> whole = augmentation(batch, np.random.default_rng(1))
+        >>> part = augmentation.rows_of_view(batch[2:], np.random.default_rng(1), np.array([2, 3]), 4)
+        >>> bool(np.array_equal(part, whole[2:]))
+        True
+        """
+        shape = (int(batch_size), *np.shape(images)[1:])
+        views = self.apply(images, self.draw(shape, rng)[rows])
         if self.noise_std > 0:
-            views += self.noise_std * rng.standard_normal(views.shape, dtype=np.float32)
+            views += self.noise_std * rng.standard_normal(shape, dtype=np.float32)[rows]
             np.clip(views, 0.0, 255.0, out=views)
         return views
 

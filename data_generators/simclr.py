@@ -140,11 +140,49 @@ class DataGeneratorSimCLR(SeededImageBatches):
             float32 (B, 4B) target; with `augment_in_model`, the images and
             the views' parameters in their place (see the class).
         """
-        images = self.source.read(self.batch_indices(index))
+        return self.shard_of_batch(index, np.arange(self.batch_size))
+
+    def shard_of_batch(self, index, rows):
+        """Rows `rows` of batch `index`, reading and augmenting only their images.
+
+        What one worker of several reads of every global batch: the rows are
+        those of `self[index]`, to the bit where the augmentation is a
+        `SimCLRAugmentation` (its random numbers for the whole batch are
+        drawn, its pixels made for `rows` alone; see
+        `SimCLRAugmentation.rows_of_view`).
+
+        Args:
+            index: the batch number, in `range(len(self))`.
+            rows: int array of positions in the batch, in `range(batch_size)`.
+
+        Returns:
+            `((view_a, view_b), target)` of len(rows) rows each (the target's
+            (len(rows), 4B) rows of the batch's), or the images and the views'
+            parameters with `augment_in_model`.
+
+        Example:
+        >>> import numpy as np
+        >>> images = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), dtype=np.uint8)
+        >>> generator = DataGeneratorSimCLR((images, None), batch_size=4, width=16, height=16)
+        >>> (view_a, _), target = generator.shard_of_batch(1, np.array([2, 3]))
+        >>> bool(np.array_equal(view_a, generator[1][0][0][2:])), target.shape
+        (True, (2, 16))
+        """
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.ndim != 1 or rows.size == 0 or rows.min() < 0 or rows.max() >= self.batch_size:
+            raise IndexError(f"Expected rows of a batch of {self.batch_size} images. Received: rows={rows.tolist()}")
+        images = self.source.read(self.batch_indices(index)[rows])
         rng = self.batch_rng(index)
+        target = self._target[rows]
         if self.augment_in_model:
-            parameters = [self.augmentation.draw(images.shape, rng, noise_seed=True) for _ in range(2)]
-            return (images.astype("float32"), np.stack(parameters, axis=1)), self._target.copy()
-        view_a = self.preprocess(self.augmentation(images, rng))
-        view_b = self.preprocess(self.augmentation(images, rng))
-        return (view_a, view_b), self._target.copy()
+            shape = (self.batch_size, *images.shape[1:])
+            parameters = [self.augmentation.draw(shape, rng, noise_seed=True)[rows] for _ in range(2)]
+            return (images.astype("float32"), np.stack(parameters, axis=1)), target
+        if isinstance(self.augmentation, SimCLRAugmentation):
+            views = [self.augmentation.rows_of_view(images, rng, rows, self.batch_size) for _ in range(2)]
+        elif len(rows) == self.batch_size and np.array_equal(rows, np.arange(self.batch_size)):
+            views = [self.augmentation(images, rng) for _ in range(2)]
+        else:  # another augmentation draws for the images it is given: the whole batch, then the rows
+            whole = self.source.read(self.batch_indices(index))
+            views = [self.augmentation(whole, rng)[rows] for _ in range(2)]
+        return tuple(self.preprocess(view) for view in views), target

@@ -138,6 +138,10 @@ OPTIONS = [
     Option(("--verbose",), "run", "verbose", ALL, "show TensorFlow's start-up log messages", action="store_true"),
     Option(("--mirrored",), "run", "mirrored", ("pretrain",), "train on every GPU of this machine "
            "(tf.distribute.MirroredStrategy); --batch-size is then the global batch", action="store_true"),
+    Option(("--multi-worker",), "run", "multi_worker", ("pretrain",), "train as one worker of a cluster of "
+           "machines described by the TF_CONFIG environment variable (tf.distribute.MultiWorkerMirroredStrategy; "
+           "run the same command on every worker); --batch-size is then the global batch; only the chief writes "
+           "--out", action="store_true"),
     Option(("--adapted",), "run", "adapted", ("benchmark",), "a .keras backbone adapted earlier: evaluate it "
            "instead of running SimCLR"),
     # Backbone.
@@ -416,14 +420,26 @@ def _probe(groups):
 def run_pretrain(groups, command):
     from evaluation.pretraining import pretrain
 
-    data, backbone, out = _prepare(groups, command)
     run = groups.get("run", {})
     strategy = None
+    if run.get("mirrored") and run.get("multi_worker"):
+        raise ValueError("Expected at most one of --mirrored (the GPUs of this machine) and --multi-worker (the "
+                         "machines of TF_CONFIG, each with its GPUs). Received: both")
     if run.get("mirrored"):
         import tensorflow as tf
 
         strategy = tf.distribute.MirroredStrategy()
         print(f"MirroredStrategy over {strategy.num_replicas_in_sync} device(s)")
+    if run.get("multi_worker"):
+        from simclr_wrap.distribute import multi_worker_strategy
+        from simclr_wrap.training_loop import worker_of
+
+        strategy = multi_worker_strategy()
+        index, workers, chief = worker_of(strategy)
+        print(f"MultiWorkerMirroredStrategy: worker {index} of {workers}{' (the chief)' if chief else ''}, "
+              f"{strategy.num_replicas_in_sync} replicas in all")
+    # After the strategy: MultiWorkerMirroredStrategy must start before TensorFlow does anything else.
+    data, backbone, out = _prepare(groups, command)
     optional = {key: run[key] for key in ("seed", "workers", "augment_on", "resume", "overwrite", "tensorboard")
                 if key in run}
     optional.update({"schedule": groups["schedule"]["schedule"]} if "schedule" in groups else {})

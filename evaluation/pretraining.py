@@ -25,6 +25,7 @@ from simclr_wrap import SimCLR
 from simclr_wrap.backbones import PREPROCESSING, Backbone, preprocessing_name
 from simclr_wrap.model import check_options
 from simclr_wrap.monitors import features_barely_vary
+from simclr_wrap.training_loop import is_multi_worker, worker_of
 from simclr_wrap.unfreezing import flat_layers
 
 logger = logging.getLogger(__name__)
@@ -181,7 +182,11 @@ def pretrain(
         strategy: a `tf.distribute` strategy to train under (e.g.
             `MirroredStrategy()` for every GPU of the machine); a backbone
             given by name is built in its scope, a model must have been.
-            The batch size is then the global batch.
+            The batch size is then the global batch. Under
+            `MultiWorkerMirroredStrategy` every worker runs `pretrain` with
+            the same arguments (the data at the same path on each machine);
+            the chief writes `out`, the others train their share of every
+            batch and write nothing.
         verbose: Keras' `fit` verbosity.
 
     Returns:
@@ -190,7 +195,9 @@ def pretrain(
     if resume and overwrite:
         raise ValueError("Expected at most one of resume=True (go on with the run in out) and overwrite=True "
                          "(replace it). Received: both")
-    out = check_run_folder(out, overwrite=overwrite, resume=resume)
+    # Under several workers only the chief writes (see SimCLR's strategy); the others' `out` is never made.
+    chief = worker_of(strategy)[2] if is_multi_worker(strategy) else True
+    out = check_run_folder(out, overwrite=overwrite, resume=resume) if chief else os.fspath(out)
     check_integer("seed", seed, minimum=0)
     if tensorboard is not None and importlib.util.find_spec("tensorboard") is None:
         raise ValueError(f"tensorboard={os.fspath(tensorboard)!r} needs the tensorboard package: "
@@ -242,6 +249,9 @@ def pretrain(
         ))
     simclr_model.backbone_metadata.update(preprocess=preprocessing_name(preprocess_input),
                                           source=spec.get_config()["source"])
+    if not chief:
+        simclr_model.train_schedule(train_views, val_views, schedule, callbacks=monitors, verbose=0, resume=resume)
+        return simclr_model
     with staged_folder(out, overwrite=overwrite, resume=resume) as folder:
         simclr_model.save_path = folder
         _write_config(folder, spec, simclr_model, augmentation, schedule, seed)

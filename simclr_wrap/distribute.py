@@ -16,6 +16,8 @@ the global batch.
 """
 
 import contextlib
+import json
+import os
 
 import keras
 from keras import ops
@@ -159,3 +161,31 @@ def _all_layers(model):
         yield layer
         if isinstance(layer, keras.Model):
             yield from _all_layers(layer)
+
+
+def multi_worker_strategy():
+    """A `tf.distribute.MultiWorkerMirroredStrategy` of the cluster in `TF_CONFIG`, checked first.
+
+    Raises:
+        ValueError: `TF_CONFIG` is unset, not JSON, or lacks the cluster
+            or this process's task, saying what it must hold.
+    """
+    example = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+               '"task": {"type": "worker", "index": 0}}\'')
+    text = os.environ.get("TF_CONFIG")
+    if not text:
+        raise ValueError(f"multi-worker training reads the cluster from the TF_CONFIG environment variable, which "
+                         f"is not set: set it on every worker, e.g. {example} (index 1 on the second)")
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"TF_CONFIG is not valid JSON ({error}); expected e.g. {example}") from None
+    cluster, task = (config.get("cluster"), config.get("task")) if isinstance(config, dict) else (None, None)
+    if not isinstance(cluster, dict) or not cluster or not isinstance(task, dict) or \
+            task.get("type") not in cluster or not isinstance(task.get("index"), int) or \
+            not 0 <= task["index"] < len(cluster[task["type"]]):
+        raise ValueError(f"TF_CONFIG must hold the cluster and this worker's task in it; expected e.g. {example}. "
+                         f"Received: TF_CONFIG={text!r}")
+    import tensorflow as tf
+
+    return tf.distribute.MultiWorkerMirroredStrategy()

@@ -5,6 +5,7 @@ import logging
 import os
 
 import keras
+import numpy as np
 
 from data_generators.augment import VIEW_PARAMETERS, SimCLRAugmentation
 from data_generators.checks import check_bool, check_choice, check_integer, check_positive, check_number
@@ -34,6 +35,14 @@ from simclr_wrap.resume import (
     ResumeState,
     load_best_weights,
     restore_callbacks,
+)
+from simclr_wrap.training_loop import (
+    StrategyFit,
+    broadcast_arrays,
+    broadcast_from_chief,
+    broadcast_json,
+    is_multi_worker,
+    worker_of,
 )
 from simclr_wrap.unfreezing import check_schedule, parameter_counts, set_unfrozen_layers
 from simclr_wrap.views import AugmentedViews, preprocessing_as_affine
@@ -119,7 +128,12 @@ class SimCLR:
             scope. `batch_size` is then the global batch, split evenly over
             the replicas, and the negatives of every anchor come from the
             whole global batch (the views are gathered across replicas), so
-            the loss is the single-device loss on the global batch.
+            the loss is the single-device loss on the global batch. Under
+            `MultiWorkerMirroredStrategy`, where Keras' `fit` fails, rounds
+            train through `simclr_wrap.training_loop.StrategyFit` (the same
+            callbacks, each worker reading its rows of every batch), only the
+            chief writes to `save_path`, and a resumed schedule continues
+            from the chief's state, sent to every worker.
         augmentation: None (the data gives the two views, as
             `DataGeneratorSimCLR` does by default), or a
             `SimCLRAugmentation` or its config: the views are made inside
@@ -211,6 +225,9 @@ class SimCLR:
                                         "nearest_neighbour" else 1, why="NNCLR's queue holds at least one batch")
         self.same_view_negatives = check_bool("same_view_negatives", same_view_negatives)
         self.strategy = current_strategy(strategy)
+        self._multi_worker = is_multi_worker(self.strategy)
+        # Under several workers only the chief writes files (the others would overwrite its, or fill their disks).
+        self._writes = worker_of(self.strategy)[2] if self._multi_worker else True
         check_global_batch(self.strategy, batch_size)
         check_model_in_scope(self.strategy, base_model)
         self.sync_batchnorm = check_bool("sync_batchnorm", sync_batchnorm)
@@ -226,6 +243,7 @@ class SimCLR:
         self.backbone_metadata = {"input_shape": list(self.input_shape), "pooling": self.pooling}
         self._epochs_run = 0
         self._checkpoint = None
+        self._strategy_fit = None
         self._trainable_ids = set()
         self.num_of_unfrozen_layers = None
         with strategy_scope(self.strategy):
@@ -331,6 +349,8 @@ class SimCLR:
                 metrics=contrastive_metrics(),
                 jit_compile=self.jit_compile,
             )
+        # Its compiled step holds the optimizer: a new one for each compile.
+        self._strategy_fit = StrategyFit(self.SimCLR_model, self.strategy, self.batch_size) if self._multi_worker else None
 
     def _unfreeze(self, num_of_unfrozen_layers, warn=True):
         set_unfrozen_layers(self.base_model, num_of_unfrozen_layers, self.unfreeze_batchnorm)
@@ -398,17 +418,21 @@ class SimCLR:
         if resume is not None:
             store, state, epochs_before = resume
             early_stopping, plateau = defaults[1], defaults[2]
-            checkpoint = self._checkpoint if self.save_path is not None else None
+            checkpoint = self._checkpoint if self.save_path is not None and self._writes else None
             if state is not None:
-                restore_callbacks(state, early_stopping, plateau, checkpoint, store.folder)
-            # Last: it records what every other callback made of the epoch.
-            tail = [store.round_writer(self.round_, epochs_before, self.history_, early_stopping, plateau, checkpoint)]
-        history = self.SimCLR_model.fit(
+                restore_callbacks(state, early_stopping, plateau, checkpoint, self._best_weights(state, store.folder))
+            if self._writes:
+                # Last: it records what every other callback made of the epoch.
+                tail = [store.round_writer(self.round_, epochs_before, self.history_, early_stopping, plateau,
+                                           checkpoint)]
+        fit = self.SimCLR_model.fit if self._strategy_fit is None else self._strategy_fit.fit
+        history = fit(
             data_train,
             validation_data=data_val,
             epochs=epochs,
             initial_epoch=initial_epoch,
-            shuffle=False,  # the generators shuffle, seeded; Keras would ignore it for them anyway
+            # The generators shuffle, seeded; Keras would ignore it for them anyway.
+            **({"shuffle": False} if self._strategy_fit is None else {}),
             # The guard first, so that no other callback sees a diverged epoch as its last.
             # Extra callbacks before the default ones, so that what they log
             # reaches the checkpoint, early stopping and the CSV file.
@@ -457,7 +481,7 @@ class SimCLR:
                              f"{self.augmentation!r}: give both the same augmentation")
 
     def _end_round(self):
-        if self.save_path is not None:
+        if self.save_path is not None and self._writes:
             self.save_base_model(os.path.join(self.save_path, f"base_model_round_{self.round_}.keras"))
 
     def unfreeze_and_train(self, data_train, data_val=None, *, num_of_unfrozen_layers, lr, epochs, callbacks=None, verbose="auto"):
@@ -517,7 +541,9 @@ class SimCLR:
         if self.save_path is None:
             raise ValueError("resume=True needs a save_path to keep the state in")
         store = ResumeState(os.path.join(self.save_path, "resume"), schedule)
-        state = store.load()
+        state = store.load() if self._writes else None
+        if self._multi_worker:
+            state = broadcast_json(self.strategy, state)  # the chief's: the other workers' may be older or absent
         histories, epochs_before = [], 0
         for number, (layers, lr, epochs) in enumerate(schedule, start=1):
             if state is not None and number < state["round"]:
@@ -532,7 +558,7 @@ class SimCLR:
                 epochs_before = resumed["epochs_before_round"] + resumed["epochs_in_round"]
                 if resumed["stopped"] or resumed["epochs_in_round"] >= epochs:
                     # The round had finished: what its end does is left, the best weights first.
-                    best = load_best_weights(resumed, store.folder)
+                    best = self._best_weights(resumed, store.folder)
                     if best is not None:
                         self.SimCLR_model.set_weights(best)
                     self.round_ += 1
@@ -550,12 +576,27 @@ class SimCLR:
         # The optimizer's variables exist only once it is built for this round's trainable weights.
         with strategy_scope(self.strategy):
             self.SimCLR_model.optimizer.build(self.SimCLR_model.trainable_variables)
-        self.SimCLR_model.load_weights(os.path.join(store.folder, state["weights"]))
+        if self._writes:
+            self.SimCLR_model.load_weights(os.path.join(store.folder, state["weights"]))
+        if self._multi_worker:
+            broadcast_from_chief(self.strategy, self.SimCLR_model.weights + self.SimCLR_model.optimizer.variables)
         self.round_ = state["round"] - 1
         self.history_ = {key: list(values) for key, values in state["history"].items()}
         self._epochs_run = state["epochs_before_round"] + state["epochs_in_round"]
         logger.info("resuming round %d after its epoch %d (from %s)", state["round"], state["epochs_in_round"],
                     store.folder)
+
+    def _best_weights(self, state, folder):
+        """EarlyStopping's best weights saved with `state` (None without), on every worker the chief's."""
+        if not self._multi_worker:
+            return load_best_weights(state, folder)
+        if not state.get("best_weights"):
+            return None
+        if self._writes:
+            best = load_best_weights(state, folder)
+        else:
+            best = [np.zeros(weight.shape, weight.dtype) for weight in self.SimCLR_model.weights]
+        return broadcast_arrays(self.strategy, best)
 
     def check_schedule(self, schedule):
         """Validate a schedule against this backbone and return it as tuples.
@@ -592,7 +633,7 @@ class SimCLR:
                 monitor=monitor, mode="min", factor=0.5, patience=self.reduce_lr_patience, min_lr=self.lr / 100
             ),
         ]
-        if self.save_path is not None:
+        if self.save_path is not None and self._writes:
             if self._checkpoint is None or self._checkpoint.monitor != monitor:
                 self._checkpoint = AtomicModelCheckpoint(os.path.join(self.save_path, "simclr_best.keras"), monitor)
             os.makedirs(self.save_path, exist_ok=True)

@@ -25,6 +25,7 @@ learning rate and the augmentations.
 
 import logging
 import math
+import weakref
 
 import keras
 import numpy as np
@@ -115,6 +116,28 @@ def _batchnorm_layers(model):
     return found
 
 
+_COMPILED_CALLS = weakref.WeakKeyDictionary()
+
+
+def _compiled_call(model):
+    """`model(inputs, training=False)` traced once per model (TensorFlow), run on the whole batch.
+
+    Op by op, an epoch's monitoring of a MobileNetV2 took as long as a few
+    training steps; `predict_on_batch` would split the batch over the
+    replicas of a strategy and put the two views' rows out of order. Kept
+    per model, so that the monitors of later rounds reuse the trace.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return lambda inputs: model(inputs, training=False)
+    if model not in _COMPILED_CALLS:
+        import tensorflow as tf
+
+        reference = weakref.ref(model)  # a strong one would keep the model, the dictionary's key, alive
+        _COMPILED_CALLS[model] = tf.function(lambda inputs: reference()(inputs, training=False),
+                                             reduce_retracing=True)
+    return _COMPILED_CALLS[model]
+
+
 class ProjectionMonitor(keras.callbacks.Callback):
     """Log correlation accuracy and projection std on a fixed batch of views; warn on collapse.
 
@@ -148,9 +171,12 @@ class ProjectionMonitor(keras.callbacks.Callback):
             raise TypeError(f"Expected backbone to be a Keras model or None. Received: backbone={backbone!r}")
         self.backbone = backbone
         self._pending = []
+        self._project = None
 
     def on_epoch_end(self, epoch, logs=None):
-        projections = keras.ops.convert_to_numpy(self.projector(list(self.views), training=False))
+        if self._project is None:
+            self._project = _compiled_call(self.projector)
+        projections = keras.ops.convert_to_numpy(self._project(list(self.views)))
         half = len(projections) // 2
         spread = projection_std(projections)
         if logs is not None:

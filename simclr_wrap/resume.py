@@ -157,11 +157,11 @@ def load_best_weights(state, folder):
         return [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
 
 
-def restore_callbacks(state, early_stopping, plateau, checkpoint, folder):
-    """Make the round's callbacks continue from `state` instead of starting afresh."""
+def restore_callbacks(state, early_stopping, plateau, checkpoint, best_weights):
+    """Make the round's callbacks continue from `state` (and EarlyStopping's `best_weights`) instead of afresh."""
     saved = state["early_stopping"]
     early_stopping.resume_from = dict(wait=saved["wait"], best=saved["best"], best_epoch=saved["best_epoch"],
-                                      best_weights=load_best_weights(state, folder))
+                                      best_weights=best_weights)
     saved = state["plateau"]
     plateau.resume_from = dict(wait=saved["wait"], cooldown_counter=saved["cooldown"], best=saved["best"])
     if checkpoint is not None and state["checkpoint_best"] is not None:

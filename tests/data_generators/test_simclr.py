@@ -186,3 +186,37 @@ def test_unknown_pydataset_argument_is_refused(tiny_image_folder):
     frame = pd.DataFrame({"filename": frame_from_folder(tiny_image_folder)["filename"]})
     with pytest.raises(ValueError, match="class_label"):
         generator(frame)
+
+
+@pytest.mark.parametrize("options", [
+    {},
+    {"augmentation": SimCLRAugmentation(noise_std=4.0), "preprocess_input": lambda x: x / 127.5 - 1},
+    {"augmentation": SimCLRAugmentation(noise_std=4.0), "augment_in_model": True},
+])
+def test_a_shard_of_a_batch_is_those_rows_of_the_whole_batch(tiny_image_folder, options):
+    data = generator(frame_from_folder(tiny_image_folder), batch_size=8, seed=3, **options)
+    data.epoch = 2
+    rows = np.array([4, 5, 6, 7])  # the second of two workers
+    (first, second), target = data[1]
+    (shard_first, shard_second), shard_target = data.shard_of_batch(1, rows)
+    np.testing.assert_array_equal(shard_first, first[rows])
+    np.testing.assert_array_equal(shard_second, second[rows])
+    np.testing.assert_array_equal(shard_target, target[rows])
+    assert shard_target.shape == (4, 32)
+
+
+def test_a_shard_reads_only_its_own_images(tiny_image_folder, monkeypatch):
+    from data_generators.cache import DecodedImageCache
+
+    cache = DecodedImageCache()
+    monkeypatch.setattr("data_generators.cache._cache", cache)
+    data = generator(frame_from_folder(tiny_image_folder), batch_size=8)
+    data.shard_of_batch(0, np.array([0, 1, 2]))
+    assert cache.misses == 3  # a worker decodes its rows' files, not the whole batch's
+
+
+@pytest.mark.parametrize("rows", [[], [8], [-1], [[0, 1]]])
+def test_a_shard_outside_the_batch_is_refused(tiny_image_folder, rows):
+    data = generator(frame_from_folder(tiny_image_folder), batch_size=8)
+    with pytest.raises(IndexError, match="Expected rows of a batch of 8 images"):
+        data.shard_of_batch(0, np.array(rows, dtype=np.int64))

@@ -217,3 +217,41 @@ def test_pretrain_mirrored_trains_under_a_mirrored_strategy(tiny_image_folder, t
     printed = capsys.readouterr().out
     assert "MirroredStrategy over 1 device(s)" in printed and "Done: 2 rounds" in printed
     assert keras.models.load_model(out / "base_model.keras").name == "small_cnn"
+
+
+@pytest.mark.parametrize("tf_config, message", [
+    (None, "TF_CONFIG environment variable, which is not set"),
+    ("{not json", "TF_CONFIG is not valid JSON"),
+    ('{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 3}}', "this worker's task"),
+])
+def test_pretrain_multi_worker_needs_a_valid_tf_config(tiny_image_folder, tmp_path, capsys, monkeypatch, tf_config,
+                                                         message):
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+    out = tmp_path / "run"
+    assert main(["pretrain", "--data", tiny_image_folder, "--out", str(out), "--multi-worker", *TINY_RUN]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_pretrain_on_two_workers_trains_as_one_process(tiny_image_folder, tmp_path):
+    from tests.simclr_wrap.test_distribute import reports_of, start_two_local_workers
+
+    outs = [str(tmp_path / f"worker_{index}") for index in range(2)]  # as on two machines
+    backbone = str(tmp_path / "backbone.keras")  # the same weights in every process
+    keras.utils.set_random_seed(0)
+    make_tiny_backbone().save(backbone)
+    # Batches of 4: each worker reads and augments its 2 images of every batch.
+    command = ["pretrain", "--data", tiny_image_folder, "--backbone", backbone, *TINY_RUN, "--multi-worker"]
+    reports = reports_of(start_two_local_workers(f"main({command!r} + ['--out', {outs!r}[worker]])",
+                                                 imports="from evaluation.cli import main"))
+    assert reports == [0, 0], reports
+    assert main(["pretrain", "--data", tiny_image_folder, "--backbone", backbone, "--out", str(tmp_path / "one"),
+                 *TINY_RUN]) == 0
+    assert not os.path.exists(outs[1])  # only the chief writes
+    two, one = (pd.read_csv(os.path.join(folder, "history.csv")) for folder in (outs[0], tmp_path / "one"))
+    for key in ("nt_xent", "val_nt_xent", "contrastive_accuracy", "val_contrastive_accuracy"):
+        np.testing.assert_allclose(two[key], one[key], atol=1e-5, err_msg=key)
+    assert {"base_model.keras", "simclr_best.keras", "pretrain_config.json"} <= set(os.listdir(outs[0]))
