@@ -93,12 +93,19 @@ CLASSIFIER_ORDER = ("linear", "knn", "fine_tuned", "supervised")
 def summary_table(records):
     """Mean ± std of the accuracy per (fraction, classifier), one column per stage.
 
+    The "after" column pools every SimCLR run with every label subset. With
+    several SimCLR runs (records with `pretrain_run`) two columns say how much
+    of a gain pretraining's own variance could explain: "std between SimCLR
+    runs", the standard deviation of the runs' mean accuracies, and "gain",
+    after minus before, marked when it is smaller than that spread.
+
     Args:
         records: a DataFrame (or list of dicts) of benchmark records.
 
     Returns:
-        A DataFrame with columns `fraction`, `classifier`, `labels` and one
-        "mean ± std" text column per stage present.
+        A DataFrame with columns `fraction`, `classifier`, `labels`, one
+        "mean ± std" text column per stage present, and with several SimCLR
+        runs "std between SimCLR runs" and "gain".
 
     Example:
     >>> import pandas as pd
@@ -119,12 +126,37 @@ def summary_table(records):
                 row[stage] = f"{accuracies.mean():.3f} ± {accuracies.std():.3f} ({len(accuracies)})"
             elif len(accuracies) == 1:
                 row[stage] = f"{accuracies.iloc[0]:.3f} (1)"
+        row.update(_pretraining_spread(cell))
         rows.append(row)
     table = pd.DataFrame(rows)
     order = {name: rank for rank, name in enumerate(CLASSIFIER_ORDER)}
     table = table.sort_values(["fraction", "classifier"], ascending=[False, True],
                               key=lambda column: column.map(order) if column.name == "classifier" else column)
     return table.reset_index(drop=True)
+
+
+def _pretraining_spread(cell):
+    """The "std between SimCLR runs" and "gain" columns of a cell, or {} with fewer than two SimCLR runs.
+
+    Example:
+    >>> import pandas as pd
+    >>> rows = [{"stage": "before", "accuracy": 0.62}] + [
+    ...     {"stage": "after", "pretrain_run": run, "accuracy": accuracy}
+    ...     for run, accuracy in [(0, 0.60), (0, 0.62), (1, 0.66), (1, 0.64)]]
+    >>> _pretraining_spread(pd.DataFrame(rows))
+    {'std between SimCLR runs': '0.028 (2 runs)', 'gain': '+0.010 (within the spread between SimCLR runs)'}
+    """
+    after = cell[cell["stage"] == "after"]
+    if "pretrain_run" not in after or after["pretrain_run"].nunique() < 2:
+        return {}
+    run_means = after.groupby("pretrain_run")["accuracy"].mean()
+    spread = run_means.std()
+    columns = {"std between SimCLR runs": f"{spread:.3f} ({len(run_means)} runs)"}
+    before = cell.loc[cell["stage"] == "before", "accuracy"]
+    if len(before):
+        gain = after["accuracy"].mean() - before.mean()
+        columns["gain"] = f"{gain:+.3f}" + (" (within the spread between SimCLR runs)" if abs(gain) < spread else "")
+    return columns
 
 
 def markdown_table(table):
@@ -281,8 +313,10 @@ def write_benchmark_outputs(out, records, settings, durations, versions, test_fe
     results = write_results(out, records, settings, durations, versions)
     lines = ["# simclr-wrap benchmark", ""]
     if records:
-        lines += ["Test accuracy, mean ± std (runs) over repeated runs; `labels` is the number of labelled "
-                  "training images used.", "", markdown_table(summary_table(records)), ""]
+        lines += ["Test accuracy, mean ± std (runs) over repeated runs (after SimCLR: every SimCLR run with "
+                  "every label subset); `labels` is the number of labelled training images used. With several "
+                  "SimCLR runs, `std between SimCLR runs` is the spread of their mean accuracies, and a `gain` "
+                  "smaller than it is marked.", "", markdown_table(summary_table(records)), ""]
         lines += shared_cells_note(records)
         plot_accuracy_vs_fraction(records, os.path.join(out, "accuracy_vs_fraction.png"))
     lines += ["## Durations (s)", "", *[f"- {stage}: {seconds}" for stage, seconds in durations.items()], "",

@@ -337,3 +337,30 @@ def test_fine_tuned_cells_of_a_stage_compute_each_frozen_activation_once(folder,
     # and of val; round 2 trains everything. The images are computed once per stage, not once per cell.
     assert sum(computed) == 2 * (sizes["train"] + sizes["val"])
     assert len(records) == 2 * 4
+
+
+def test_summary_table_gives_the_spread_between_simclr_runs():
+    rows = [{"stage": "before", "classifier": "linear", "fraction": 0.2, "run": run, "n_labels": 8, "accuracy": a}
+            for run, a in [(0, 0.50), (1, 0.54)]]
+    runs = {0: [0.70, 0.74], 1: [0.80, 0.82]}  # SimCLR run: accuracies over two label subsets
+    rows += [{"stage": "after", "classifier": "linear", "fraction": 0.2, "run": run, "n_labels": 8, "accuracy": a,
+              "pretrain_run": pretrain_run} for pretrain_run, values in runs.items() for run, a in enumerate(values)]
+    row = summary_table(rows).iloc[0]
+    between = np.std([np.mean(values) for values in runs.values()], ddof=1)
+    assert row["std between SimCLR runs"] == f"{between:.3f} (2 runs)"
+    assert row["after"] == f"{np.mean(sum(runs.values(), [])):.3f} ± {np.std(sum(runs.values(), []), ddof=1):.3f} (4)"
+    assert row["gain"] == f"{np.mean(sum(runs.values(), [])) - 0.52:+.3f}"  # larger than the spread: not marked
+    rows = [dict(row, accuracy=row["accuracy"] + (0.25 if row["stage"] == "before" else 0)) for row in rows]
+    assert summary_table(rows).iloc[0]["gain"].endswith("(within the spread between SimCLR runs)")
+    one_run = [row for row in rows if row.get("pretrain_run", 0) == 0]
+    assert "gain" not in summary_table(one_run).columns
+
+
+def test_a_benchmark_with_two_simclr_runs_reports_their_spread(folder, tmp_path):
+    records = run_benchmark(folder, make_tiny_backbone(), tmp_path, fractions=(0.5,), runs=2, pretrain_runs=2,
+                            classifiers=("linear",), **FAST)
+    after = records[records["stage"] == "after"]
+    assert sorted(after["pretrain_run"].unique()) == [0, 1] and len(after) == 4
+    between = after.groupby("pretrain_run")["accuracy"].mean().std()
+    report = (tmp_path / "report.md").read_text()
+    assert "std between SimCLR runs" in report and f"{between:.3f} (2 runs)" in report
