@@ -431,8 +431,7 @@ class SimCLR:
             validation_data=data_val,
             epochs=epochs,
             initial_epoch=initial_epoch,
-            # The generators shuffle, seeded; Keras would ignore it for them anyway.
-            **({"shuffle": False} if self._strategy_fit is None else {}),
+            shuffle=False,  # the generators shuffle, seeded; Keras would ignore it for them anyway
             # The guard first, so that no other callback sees a diverged epoch as its last.
             # Extra callbacks before the default ones, so that what they log
             # reaches the checkpoint, early stopping and the CSV file.

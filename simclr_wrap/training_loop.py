@@ -12,10 +12,11 @@ same `loss`, `nt_xent` and `contrastive_accuracy` (and their `val_` forms) and
 its callbacks take the same decisions. The callbacks are the ones `fit` would
 be given, called in `fit`'s order through `keras.callbacks.CallbackList`.
 
-Each worker reads only its rows of every global batch: `worker_rows` of
-a `DataGeneratorSimCLR` (`shard_of_batch`), which draws the views of the
-whole batch from its (seed, epoch, batch) stream and makes only its rows', so
-the global batch is the one a single device would train on.
+Each worker reads only its rows of every global batch (`StrategyFit.worker_batch`,
+through `DataGeneratorSimCLR.shard_of_batch`, which draws the random numbers of
+the whole batch from its (seed, epoch, batch) stream and makes only those rows'
+views), so the global batch is the one a single device would train on. Other
+indexable data is read whole and cut to the worker's rows.
 
 TensorFlow only (`tf.distribute`).
 """
@@ -224,8 +225,15 @@ class StrategyFit:
             self._test_step = self._compiled(self._replica_test)
         return self._run_epoch(data, self._test_step, None, None)
 
-    def fit(self, data, validation_data=None, epochs=1, initial_epoch=0, callbacks=None, verbose="auto"):
-        """Train as `Model.fit(data, validation_data=..., epochs=..., initial_epoch=..., callbacks=...)` would."""
+    def fit(self, data, validation_data=None, epochs=1, initial_epoch=0, callbacks=None, verbose="auto", shuffle=False):
+        """Train as `Model.fit(data, validation_data=..., epochs=..., initial_epoch=..., callbacks=...)` would.
+
+        `shuffle` must be False, as `Model.fit` ignores it for such data too:
+        the batches are read by index, and the data shuffles itself (seeded).
+        """
+        if shuffle:
+            raise ValueError("Expected shuffle=False: each worker reads the batches by index, and the data shuffles "
+                             "itself (DataGeneratorSimCLR does, seeded). Received: shuffle=True")
         for name, part in (("data_train", data), ("validation_data", validation_data)):
             if part is not None and not (hasattr(part, "__getitem__") and hasattr(part, "__len__")):
                 raise TypeError(
