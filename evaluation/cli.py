@@ -178,6 +178,9 @@ OPTIONS = [
     Option(("--queue-size",), "simclr", "queue_size", BOTH, "NNCLR's queue of past projections", int),
     Option(("--same-view-negatives",), "simclr", "same_view_negatives", BOTH, "whether the other views of the "
            "same side are negatives (false with nearest_neighbour: the NNCLR paper's loss)", _switch),
+    Option(("--view-bank",), "simclr", "view_bank", BOTH, "views per image M (even) of a view bank: a round that "
+           "trains only the layers after a frozen prefix runs the prefix once over M views of every image and trains "
+           "the rest from them (its first M/2 epochs as without, later ones on new pairs of the stored views)", int),
     Option(("--color-strength",), "augmentation", "color_strength", BOTH,
            "colour-jitter strength s of the SimCLR augmentations", float),
     Option(("--schedule",), "schedule", "schedule", BOTH, "SimCLR's unfreezing rounds layers:lr:epochs, "

@@ -23,121 +23,11 @@ from typing import NamedTuple
 import keras
 import numpy as np
 
-from simclr_wrap.keras_compat import layer_nodes_in_graph
-from simclr_wrap.unfreezing import layer_paths
+from simclr_wrap.prefix_cut import cut_backbone
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CACHE_BYTES = 2 * 1024**3  # activations of train and validation together, float32
-
-
-def chain_start(backbone):
-    """Index of the first layer from which `backbone` is a plain chain to its output.
-
-    Layers from that index on each take exactly one tensor, the previous
-    layer's output, so the model can be cut in front of any of them and the
-    rest rebuilt on a new input. Residual or branching blocks end the chain.
-    A nested model is one layer of the chain (its output, in the backbone's
-    graph, feeds the next layer); `FrozenPrefix` may cut inside it.
-
-    Args:
-        backbone: a built functional or Sequential Keras model.
-
-    Returns:
-        An int in `[1, len(backbone.layers)]`; `len(backbone.layers)` when
-        even the last layer cannot be cut in front of (only the output can be
-        cached).
-
-    Example:
-    >>> inputs = keras.Input((4,))
-    >>> hidden = keras.layers.Dense(3)(inputs)
-    >>> outputs = keras.layers.Dense(2)(keras.layers.Add()([hidden, keras.layers.Dense(3)(inputs)]))
-    >>> chain_start(keras.Model(inputs, outputs))  # the Add joins two branches: cut after it
-    4
-    """
-    start = _chain_start(backbone)
-    return len(backbone.layers) if start is None else start
-
-
-def _one(tensors):
-    """The tensor of a one-tensor list, else None."""
-    tensors = list(tensors) if isinstance(tensors, (list, tuple)) else [tensors]
-    return tensors[0] if len(tensors) == 1 else None
-
-
-def _chain_start(model):
-    """As `chain_start`, but None when the last layer does not give the model's one output."""
-    layers, nodes = model.layers, layer_nodes_in_graph(model)
-    try:
-        if not nodes or nodes[-1] is None or len(model.outputs) != 1:
-            return None
-        if _one(nodes[-1].output_tensors) is not model.outputs[0]:
-            return None
-    except (AttributeError, ValueError):  # not a graph of layers we can read
-        return None
-    start = len(layers)
-    for index in range(len(layers) - 1, 0, -1):
-        node, previous = nodes[index], nodes[index - 1]
-        if node is None or previous is None:
-            break
-        taken, given = _one(node.input_tensors), _one(previous.output_tensors)
-        if taken is None or taken is not given:
-            break
-        start = index
-    return start
-
-
-def _split(model, path):
-    """Cut `model` in front of the layer at `path` (as `layer_paths` gives it): `(prefix, suffix)`, or None.
-
-    `prefix` is a model from `model`'s input to the activations in front of
-    the cut; `suffix` the list of layers that, called one after the other on
-    those activations, give `model`'s output. A cut inside a nested model
-    is made in it, recursively: its prefix ends the outer prefix, its
-    layers after the cut start the suffix. None where a branch or a residual
-    block spans the cut, at any level.
-    """
-    layers = model.layers
-    try:
-        if len(model.inputs) != 1 or len(model.outputs) != 1:
-            return None
-    except (AttributeError, ValueError):
-        return None
-    index, inner = path[0], path[1:]
-    if index == len(layers):  # only what follows the model trains
-        return keras.Model(model.inputs[0], model.outputs[0], name=f"{model.name}_frozen_prefix"), []
-    start, nodes = _chain_start(model), layer_nodes_in_graph(model)
-    if start is None or nodes is None:
-        return None
-    if not any(inner):  # in front of a layer of `model`, or of a nested model's first layer
-        if index == 0 or start > index or nodes[index - 1] is None:
-            return None
-        cached = _one(nodes[index - 1].output_tensors)
-        prefix = keras.Model(model.inputs[0], cached, name=f"{model.name}_frozen_prefix")
-        return prefix, list(layers[index:])
-    nested = layers[index]
-    if start > index + 1 or nodes[index] is None or _one(nodes[index].input_tensors) is None:
-        return None
-    cut = _split(nested, inner)
-    if cut is None:
-        return None
-    nested_prefix, nested_suffix = cut
-    prefix = keras.Model(model.inputs[0], nested_prefix(_one(nodes[index].input_tensors)),
-                         name=f"{model.name}_frozen_prefix")
-    return prefix, nested_suffix + list(layers[index + 1:])
-
-
-def _cut(backbone, first_unfrozen):
-    """`(prefix, suffix layers)` for a round that trains `flat_layers(backbone)[first_unfrozen:]`, or None.
-
-    None when the layers in front of the cut hold no weights (nothing to
-    save) or when a residual block spans the cut.
-    """
-    paths = layer_paths(backbone)
-    if not any(layer.weights for _, layer in paths[:first_unfrozen]):
-        return None
-    path = paths[first_unfrozen][0] if first_unfrozen < len(paths) else (len(backbone.layers),)
-    return _split(backbone, path)
 
 
 def cacheable(data):
@@ -181,7 +71,7 @@ class FrozenPrefix:
     """
 
     def __init__(self, backbone, head, first_unfrozen):
-        cut = _cut(backbone, first_unfrozen)
+        cut = cut_backbone(backbone, first_unfrozen)
         self.cut = self.prefix = self.suffix = None
         if cut is None:
             return

@@ -55,20 +55,32 @@ def projection_head(features, feat_dims_ph=(2048, 128), activation="swish", regu
     >>> projection_head(inputs, (32, 8)).shape
     (None, 8)
     """
+    x = features
+    for layer in projection_layers(feat_dims_ph, activation, regularisation, seed):
+        x = layer(x)
+    return x
+
+
+def projection_layers(feat_dims_ph=(2048, 128), activation="swish", regularisation=1e-6, seed=None):
+    """The Dense layers of `projection_head`, unbuilt, for a caller that applies them to several graphs.
+
+    Example:
+    >>> [layer.name for layer in projection_layers((32, 8))]
+    ['projection_1', 'projection_2']
+    """
     feat_dims_ph = _check_widths(feat_dims_ph)
     regularisation = check_number("regularisation", regularisation, minimum=0)
     regulariser = keras.regularizers.L1(regularisation) if regularisation else None
-    x = features
-    for depth, width in enumerate(feat_dims_ph, start=1):
-        last = depth == len(feat_dims_ph)
-        x = keras.layers.Dense(
+    return [
+        keras.layers.Dense(
             width,
-            activation=None if last else activation,
+            activation=None if depth == len(feat_dims_ph) else activation,
             kernel_regularizer=regulariser,
             kernel_initializer=keras.initializers.GlorotUniform(None if seed is None else seed + depth),
             name=f"projection_{depth}",
-        )(x)
-    return x
+        )
+        for depth, width in enumerate(feat_dims_ph, start=1)
+    ]
 
 
 def _check_widths(feat_dims_ph):

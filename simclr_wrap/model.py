@@ -25,7 +25,7 @@ from simclr_wrap.distribute import (
     strategy_scope,
     synchronise_batchnorm,
 )
-from simclr_wrap.heads import POOLINGS, pooling_layer, projection_head
+from simclr_wrap.heads import POOLINGS, pooling_layer, projection_layers
 from simclr_wrap.layers import NearestNeighbourQueue, SoftmaxCosineSim
 from simclr_wrap.losses import NTXent, contrastive_metrics
 from simclr_wrap.monitors import ProjectionMonitor
@@ -45,6 +45,7 @@ from simclr_wrap.training_loop import (
     worker_of,
 )
 from simclr_wrap.unfreezing import check_schedule, parameter_counts, set_unfrozen_layers
+from simclr_wrap.view_bank import BankBatches, BankTrainer, bank_plan, fill_bank, first_trainable_index
 from simclr_wrap.views import AugmentedViews, preprocessing_as_affine
 
 logger = logging.getLogger(__name__)
@@ -151,6 +152,14 @@ class SimCLR:
             global batch rather than per replica (Keras' `synchronized`
             BatchNormalization), as SimCLR does; the saved backbone keeps the
             setting.
+        view_bank: None (every epoch runs the whole backbone), or M, an
+            even number of views per image: a round that trains only the
+            layers after a frozen prefix of the backbone runs the prefix once
+            over M views of every image (its first M / 2 epochs' views), then
+            trains the rest from those activations: its first M / 2 epochs
+            as without a bank, the later ones on new pairs of the stored
+            views (see `simclr_wrap.view_bank`). Rounds it cannot serve
+            (see `bank_plan`) train end to end, saying why.
 
     Besides NT-Xent and the contrastive accuracy, each epoch logs the
     correlation accuracy and the projection std of the first validation
@@ -200,6 +209,7 @@ class SimCLR:
         sync_batchnorm=False,
         augmentation=None,
         preprocess=None,
+        view_bank=None,
     ):
         if not isinstance(base_model, keras.Model):
             raise TypeError(f"Expected base_model to be a keras.Model. Received: base_model={type(base_model).__name__}")
@@ -232,6 +242,11 @@ class SimCLR:
         check_model_in_scope(self.strategy, base_model)
         self.sync_batchnorm = check_bool("sync_batchnorm", sync_batchnorm)
         self.augmentation, self.preprocess = _in_step_augmentation(augmentation, preprocess, self.input_shape)
+        self.view_bank = None if view_bank is None else check_integer(
+            "view_bank", view_bank, minimum=2, why="views per image, an even number (two per epoch of views)")
+        if self.view_bank is not None and self.view_bank % 2:
+            raise ValueError("Expected view_bank to be an even number of views per image (each epoch of the data "
+                             f"gives two). Received: view_bank={view_bank}")
         if self.sync_batchnorm:
             if not unfreeze_batchnorm:
                 logger.warning("sync_batchnorm=True does nothing while unfreeze_batchnorm=False: frozen "
@@ -283,6 +298,7 @@ class SimCLR:
             "sync_batchnorm": self.sync_batchnorm,
             "augmentation": None if self.augmentation is None else self.augmentation.get_config(),
             "preprocess": self.preprocess,
+            "view_bank": self.view_bank,
         }
 
     @classmethod
@@ -325,32 +341,44 @@ class SimCLR:
                 f"{self.input_shape}: {error}"
             ) from error
         _check_poolable(self.base_model.name, features, self.pooling)
-        pooled = pooling_layer(self.pooling)(features)
-        projections = projection_head(
-            pooled, self.feat_dims_ph, self.ph_activation, self.ph_regul, seed=self.seed
-        )
-        anchors = None
+        queue = None
         if self.positives == "nearest_neighbour":
             queue = NearestNeighbourQueue(queue_size=self.queue_size, seed=self.seed or 0, name="support_queue")
-            anchors = queue(projections)
-        similarities = SoftmaxCosineSim(
-            temperature=self.temperature, same_view_negatives=self.same_view_negatives, name="softmax_cosine_sim"
-        )(projections, anchors=anchors)
+        self._tail_layers = (
+            pooling_layer(self.pooling),
+            projection_layers(self.feat_dims_ph, self.ph_activation, self.ph_regul, seed=self.seed),
+            queue,
+            SoftmaxCosineSim(temperature=self.temperature, same_view_negatives=self.same_view_negatives,
+                             name="softmax_cosine_sim"),
+        )
+        projections, similarities = self._tail(features)
         # Shares every layer with the SimCLR model: what ProjectionMonitor watches.
         self._projector = keras.Model(inputs, projections, name="simclr_projector")
         return keras.Model(inputs, similarities, name="simclr")
 
+    def _tail(self, features):
+        """`(projections, similarities)` of the backbone's features of both views: pooling, head, SoftmaxCosineSim.
+
+        The same layers, hence the same weights, in every graph they are
+        applied to: the SimCLR model's and a view bank's (`BankTrainer`).
+        """
+        pooling, head, queue, similarity = self._tail_layers
+        projections = pooling(features)
+        for layer in head:
+            projections = layer(projections)
+        anchors = None if queue is None else queue(projections)
+        return projections, similarity(projections, anchors=anchors)
+
     def _compile(self, lr):
         self.lr = check_positive("lr", lr)
         with strategy_scope(self.strategy):
-            self.SimCLR_model.compile(
-                optimizer=_new_optimizer(self.optimizer, self.lr),
-                loss=NTXent(),
-                metrics=contrastive_metrics(),
-                jit_compile=self.jit_compile,
-            )
+            self._compile_model(self.SimCLR_model, _new_optimizer(self.optimizer, self.lr))
         # Its compiled step holds the optimizer: a new one for each compile.
         self._strategy_fit = StrategyFit(self.SimCLR_model, self.strategy, self.batch_size) if self._multi_worker else None
+
+    def _compile_model(self, model, optimizer):
+        """Compile `model` (the SimCLR model, or a `BankTrainer` of it) with NT-Xent and the contrastive metrics."""
+        model.compile(optimizer=optimizer, loss=NTXent(), metrics=contrastive_metrics(), jit_compile=self.jit_compile)
 
     def _unfreeze(self, num_of_unfrozen_layers, warn=True):
         set_unfrozen_layers(self.base_model, num_of_unfrozen_layers, self.unfreeze_batchnorm)
@@ -426,19 +454,28 @@ class SimCLR:
                 tail = [store.round_writer(self.round_, epochs_before, self.history_, early_stopping, plateau,
                                            checkpoint)]
         fit = self.SimCLR_model.fit if self._strategy_fit is None else self._strategy_fit.fit
-        history = fit(
-            data_train,
-            validation_data=data_val,
-            epochs=epochs,
-            initial_epoch=initial_epoch,
-            shuffle=False,  # the generators shuffle, seeded; Keras would ignore it for them anyway
-            # The guard first, so that no other callback sees a diverged epoch as its last.
-            # Extra callbacks before the default ones, so that what they log
-            # reaches the checkpoint, early stopping and the CSV file.
-            callbacks=[guard, *self._numbering(data_train, initial_epoch), *self._monitors(data_train, data_val),
-                       *(callbacks or []), *defaults, *tail],
-            verbose=verbose,
-        )
+        batches_train, batches_val, banks = data_train, data_val, []
+        bank_round = self._view_bank_round(data_train, data_val, epochs, initial_epoch, verbose)
+        if bank_round is not None:
+            trainer, batches_train, batches_val, banks = bank_round
+            fit = trainer.fit
+        try:
+            history = fit(
+                batches_train,
+                validation_data=batches_val,
+                epochs=epochs,
+                initial_epoch=initial_epoch,
+                shuffle=False,  # the generators shuffle, seeded; Keras would ignore it for them anyway
+                # The guard first, so that no other callback sees a diverged epoch as its last.
+                # Extra callbacks before the default ones, so that what they log
+                # reaches the checkpoint, early stopping and the CSV file.
+                callbacks=[guard, *self._numbering(batches_train, initial_epoch),
+                           *self._monitors(data_train, data_val), *(callbacks or []), *defaults, *tail],
+                verbose=verbose,
+            )
+        finally:
+            for bank in banks:
+                bank.close()
         self._epochs_run += len(history.epoch)
         for key, values in history.history.items():
             self.history_.setdefault(key, []).extend(values)
@@ -446,6 +483,55 @@ class SimCLR:
             raise guard.error
         self._end_round()
         return history
+
+    def _view_bank_round(self, data_train, data_val, epochs, initial_epoch, verbose):
+        """`(trainer, training batches, validation batches, banks)` for a round from a view bank, or None.
+
+        The training bank holds the views of the round's first
+        `view_bank / 2` epochs, counted in the schedule, so a resumed round
+        builds the same bank; the validation data's views, the same every
+        epoch, are one epoch's.
+        """
+        if self.view_bank is None:
+            return None
+        cut, why_not = bank_plan(self.base_model, self.view_bank, epochs, data_train, data_val, self._multi_worker)
+        if cut is None:
+            logger.info("round %d trains end to end, without a view bank: %s", self.round_, why_not)
+            return None
+        prefix, suffix = cut
+        inputs, views = self._inputs_and_views()
+        encoder = keras.Model(inputs, prefix(views), name="view_bank_encoder")
+        folder = self.save_path if self.save_path is not None and self._writes else None
+        first_epoch = self._epochs_run - initial_epoch
+        logger.info("round %d: a view bank of %d views per image through the first %d layers of %r",
+                    self.round_, self.view_bank, first_trainable_index(self.base_model), self.base_model.name)
+        banks = [fill_bank(encoder, data_train, first_epoch, self.view_bank, folder, verbose=verbose)]
+        try:
+            batches_train = BankBatches(banks[0], self.batch_size, data_train.seed, first_epoch, len(data_train))
+            batches_val = None
+            if data_val is not None:
+                banks.append(fill_bank(encoder, data_val, data_val.epoch, 2, folder, verbose=verbose))
+                batches_val = BankBatches(banks[1], self.batch_size, data_val.seed, data_val.epoch, len(data_val),
+                                          replay_only=True)
+            with strategy_scope(self.strategy):
+                shape = tuple(encoder.output.shape[1:])
+                activations = [keras.Input(shape, name="activations_a"), keras.Input(shape, name="activations_b")]
+                features = keras.layers.Concatenate(axis=0, name="views")(activations)
+                for layer in suffix:
+                    features = layer(features)
+                trainer = BankTrainer(self.SimCLR_model, activations, self._tail(features)[1],
+                                      name="simclr_view_bank")
+                # The SimCLR model's optimizer, built for its variables in its order, so that the resume state
+                # (the SimCLR model's weights and optimizer) holds the moments the trainer uses.
+                optimizer = self.SimCLR_model.optimizer
+                if not optimizer.built:
+                    optimizer.build(self.SimCLR_model.trainable_variables)
+                self._compile_model(trainer, optimizer)
+        except BaseException:
+            for bank in banks:
+                bank.close()
+            raise
+        return trainer, batches_train, batches_val, banks
 
     def _check_batches(self, name, data):
         """Raise before `fit` if `data`'s batch size or image shape differ from this wrapper's.

@@ -119,7 +119,7 @@ def _batchnorm_layers(model):
 _COMPILED_CALLS = weakref.WeakKeyDictionary()
 
 
-def _compiled_call(model):
+def traced_inference(model):
     """`model(inputs, training=False)` traced once per model (TensorFlow), run on the whole batch.
 
     Op by op, an epoch's monitoring of a MobileNetV2 took as long as a few
@@ -175,7 +175,7 @@ class ProjectionMonitor(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if self._project is None:
-            self._project = _compiled_call(self.projector)
+            self._project = traced_inference(self.projector)
         projections = keras.ops.convert_to_numpy(self._project(list(self.views)))
         half = len(projections) // 2
         spread = projection_std(projections)

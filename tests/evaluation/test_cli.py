@@ -159,6 +159,27 @@ def test_pretrain_makes_the_same_views_in_the_training_step_as_on_the_host(tiny_
         np.testing.assert_allclose(histories["auto"][key], histories["host"][key], rtol=1e-6)
 
 
+def test_pretrain_with_a_view_bank_trains_its_first_epoch_as_without_one(tiny_image_folder, tmp_path, caplog):
+    backbone = tmp_path / "backbone.keras"
+    make_tiny_backbone().save(backbone)
+    run = ["--size", "16", "--batch-size", "4", "--feat-dims", "16,8", "--schedule", "conv2:1e-3:2", "--seed", "3",
+           "--backbone", str(backbone), "--preprocess", "caffe"]
+    histories = {}
+    for name, extra in (("plain", []), ("bank", ["--view-bank", "2"]),
+                        ("bank_in_step", ["--view-bank", "2", "--augment-on", "device"])):
+        out = tmp_path / name
+        caplog.clear()
+        with caplog.at_level("INFO", logger="simclr_wrap.model"):
+            assert main(["pretrain", "--data", tiny_image_folder, "--out", str(out), *run, *extra]) == 0
+        assert ("a view bank of 2 views per image through the first 3 layers" in caplog.text) == bool(extra)
+        assert json.loads((out / "pretrain_config.json").read_text())["simclr"]["view_bank"] == (2 if extra else None)
+        histories[name] = pd.read_csv(out / "history.csv")
+    for name in ("bank", "bank_in_step"):  # epoch 1 from the bank's views, epoch 2 from new pairs of them
+        for key in ("nt_xent", "val_nt_xent"):
+            np.testing.assert_allclose(histories[name][key][0], histories["plain"][key][0], rtol=2e-3)
+        assert histories[name]["nt_xent"][1] != pytest.approx(histories["plain"]["nt_xent"][1], rel=1e-3)
+
+
 def test_pretrain_refuses_views_in_the_step_with_a_preprocessing_it_cannot_apply(tiny_image_folder, tmp_path):
     from evaluation.pretraining import pretrain
     from simclr_wrap.backbones import Backbone

@@ -9,7 +9,8 @@ import tensorflow as tf
 
 from data_generators import DataGeneratorClass, SimCLRAugmentation
 from evaluation.finetune import classifier_head, classifier_model, finetune_classifier
-from evaluation.frozen_prefix import CachedRound, FrozenPrefix, ShuffledArrays, cacheable, chain_start, round_cache
+from evaluation.frozen_prefix import CachedRound, FrozenPrefix, ShuffledArrays, cacheable, round_cache
+from simclr_wrap.prefix_cut import chain_start
 from simclr_wrap.unfreezing import first_unfrozen_index, set_unfrozen_layers
 from tests.conftest import TINY_SIZE, make_tiny_backbone
 
