@@ -96,8 +96,8 @@ def tune(parts, backbone, configs, out, *, pooling="avg", log=None, fractions=FR
     """SimCLR with each configuration, scored by linear probes on the validation split; the test split is unread.
 
     The backbone as it is ("before") is scored first. A configuration (or
-    "before") whose name is in `log` already is skipped, so an interrupted
-    tuning goes on where it stopped.
+    "before") whose name and seed are in `log` already is skipped, so an
+    interrupted tuning goes on where it stopped.
 
     Args:
         parts: what `split_sources` takes (a split CSV, a folder, a dict of
@@ -106,7 +106,8 @@ def tune(parts, backbone, configs, out, *, pooling="avg", log=None, fractions=FR
         backbone: a `Backbone` or what `Backbone.of` takes; every
             configuration starts from it as it is.
         configs: configurations (see the module's docstring).
-        out: folder of the SimCLR runs (one subfolder per configuration).
+        out: folder of the SimCLR runs (one subfolder per configuration,
+            suffixed `_seed{seed}` for a seed other than 0).
         pooling: pooling of SimCLR and of the probes' features.
         log: JSON-lines file of the results (default `out/tuning.jsonl`).
         fractions: shares of the training labels the probes see.
@@ -129,18 +130,20 @@ def tune(parts, backbone, configs, out, *, pooling="avg", log=None, fractions=FR
     done = set()
     if os.path.exists(log):
         with open(log) as file:
-            done = {json.loads(line)["name"] for line in file if line.strip()}
+            done = {(entry["name"], entry.get("seed", 0)) for entry in map(json.loads, filter(str.strip, file))}
     entries = []
-    if "before" not in done:
+    if "before" not in {name for name, _ in done}:
         scores = validation_probe(base_model, parts, pooling, preprocess_input, fractions)
         entries.append(_append(log, {"name": "before", **scores}, described))
     for config, schedule, options, augmentation in prepared:
-        if config["name"] in done:
+        if (config["name"], seed) in done:
             continue
         started = time.time()
-        simclr = pretrain(parts, _fresh(spec, base_model), os.path.join(out, config["name"]), schedule=schedule,
+        folder = config["name"] if seed == 0 else f"{config['name']}_seed{seed}"
+        simclr = pretrain(parts, _fresh(spec, base_model), os.path.join(out, folder), schedule=schedule,
                           simclr=options, augmentation=augmentation, seed=seed, verbose=verbose)
-        entry = {**config, **validation_probe(simclr.base_model, parts, pooling, preprocess_input, fractions),
+        entry = {**config, "seed": seed,
+                 **validation_probe(simclr.base_model, parts, pooling, preprocess_input, fractions),
                  "val_nt_xent_last": round(float(simclr.history_["val_nt_xent"][-1]), 4),
                  "minutes": round((time.time() - started) / 60, 1)}
         entries.append(_append(log, entry, described))
@@ -179,13 +182,15 @@ def main(argv=None):
                         "batch_size, feat_dims, positives, queue_size}")
     parser.add_argument("--out", required=True)
     parser.add_argument("--log", default=None, help="JSON-lines file of results (default: <out>/tuning.jsonl)")
+    parser.add_argument("--seed", type=int, default=0, help="pretrain's seed (the views, the head): another "
+                        "pretraining run; recorded in each entry")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     with open(args.configs) as file:
         configs = json.load(file)
     backbone = Backbone(args.backbone, input_shape=(args.size, args.size, 3), weights=args.weights,
                         preprocess=args.preprocess)
-    tune(args.data, backbone, configs, args.out, pooling=args.pooling, log=args.log)
+    tune(args.data, backbone, configs, args.out, pooling=args.pooling, log=args.log, seed=args.seed)
 
 
 if __name__ == "__main__":

@@ -62,13 +62,13 @@ def unreadable_test_split(parts, root):
     return {**parts, "test": test}
 
 
-def run_tune(parts, out, log=None):
+def run_tune(parts, out, log=None, seed=0):
     """`tune` with one tiny configuration; linear probes searching 3 values of C on 2 folds (for time)."""
     module = load_tune_module()
     module.LinearProbe = functools.partial(LinearProbe, Cs=3, cv=2)
     keras.utils.set_random_seed(0)
     return module.tune(parts, make_tiny_backbone(), CONFIGS, out, pooling="avg", log=log, fractions=FRACTIONS,
-                       verbose=0)
+                       seed=seed, verbose=0)
 
 
 def test_tune_never_reads_the_test_split_and_uses_the_new_pretrain_api(tmp_path):
@@ -89,6 +89,11 @@ def test_tune_never_reads_the_test_split_and_uses_the_new_pretrain_api(tmp_path)
     assert config["schedule"] == [[len(make_tiny_backbone().layers), 1e-3, 1]]  # "all" resolved
     # a second call goes on from the log: nothing left to do
     assert run_tune(parts, str(tmp_path / "out")) == []
+    # another pretraining seed: the configurations again, in a folder of their own, and not "before"
+    again = run_tune(parts, str(tmp_path / "out"), seed=1)
+    assert [(entry["name"], entry["seed"]) for entry in again] == [("tiny", 1)]
+    assert json.loads((tmp_path / "out" / "tiny_seed1" / "pretrain_config.json").read_text())["seed"] == 1
+    assert run_tune(parts, str(tmp_path / "out"), seed=1) == []
 
 
 def test_tune_rejects_an_unknown_option_before_any_training(tmp_path):
