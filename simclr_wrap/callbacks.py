@@ -79,13 +79,16 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
         filepath: destination ending in ".keras".
         monitor: the logged quantity to watch, e.g. "val_nt_xent".
         mode: "min" or "max".
+        save: the function `save(model, path)` that writes the file
+            (`SimCLR`'s saves the layers in their own dtype policies).
 
     Example:
     >>> checkpoint = AtomicModelCheckpoint("best.keras", monitor="val_nt_xent")
     """
 
-    def __init__(self, filepath, monitor="val_nt_xent", mode="min"):
+    def __init__(self, filepath, monitor="val_nt_xent", mode="min", save=save_model_atomically):
         super().__init__()
+        self.save = save
         self.mode = check_choice("mode", mode, ("min", "max"))
         self.filepath = os.fspath(filepath)
         self.monitor = monitor
@@ -99,7 +102,7 @@ class AtomicModelCheckpoint(keras.callbacks.Callback):
         improved = value < self.best if self.mode == "min" else value > self.best
         if improved:
             self.best = float(value)
-            save_model_atomically(self.model, self.filepath)
+            self.save(self.model, self.filepath)
 
 
 class RoundNumber(keras.callbacks.Callback):

@@ -77,3 +77,44 @@ def layer_nodes_in_graph(model):
         return nodes
     except (AttributeError, ImportError, TypeError):
         return None
+
+
+# --- Every layer inside a layer, nested ones included (Keras 3.15) ---
+#
+# `simclr_wrap.precision` sets the dtype policy of each layer of a backbone
+# for a mixed-precision round. A layer converts its inputs to its own
+# compute dtype, so every layer must be reached: the layers of nested models
+# and the sublayers of custom layers (a residual block holding its Conv2D),
+# which `Model.layers` does not list. Keras 3.15's public API has no
+# recursive listing; `Layer._flatten_layers` is what Keras uses itself (for
+# `Model.summary`, saving, quantization). Without it, nested models are
+# walked through their public `layers` (custom layers' sublayers are then
+# missed, and compute in their own policy, which is still correct).
+
+
+def sublayers(layer):
+    """`layer` and every layer inside it, each once, nested models' and custom layers' included.
+
+    Example:
+    >>> import keras
+    >>> inner = keras.Sequential([keras.Input((4,), name="x1"), keras.layers.Dense(3, name="d1")], name="inner")
+    >>> model = keras.Sequential([keras.Input((4,), name="x"), inner, keras.layers.Dense(2, name="d2")], name="outer")
+    >>> [each.name for each in sublayers(model)]
+    ['outer', 'x', 'inner', 'd1', 'x1', 'd2']
+    """
+    flatten = getattr(layer, "_flatten_layers", None)
+    if flatten is not None:
+        try:
+            return list(flatten(include_self=True, recursive=True))
+        except TypeError:  # another signature
+            pass
+    found = {}
+
+    def visit(current):
+        if id(current) not in found:
+            found[id(current)] = current
+            for inner in getattr(current, "layers", []):
+                visit(inner)
+
+    visit(layer)
+    return list(found.values())

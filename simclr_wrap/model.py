@@ -1,5 +1,6 @@
 """The `SimCLR` wrapper: any Keras backbone, a projection head, NT-Xent training."""
 
+import contextlib
 import inspect
 import logging
 import os
@@ -29,6 +30,7 @@ from simclr_wrap.heads import POOLINGS, pooling_layer, projection_layers
 from simclr_wrap.layers import NearestNeighbourQueue, SoftmaxCosineSim
 from simclr_wrap.losses import NTXent, contrastive_metrics
 from simclr_wrap.monitors import ProjectionMonitor
+from simclr_wrap.precision import PRECISIONS, computing_in, resolve_precision
 from simclr_wrap.resume import (
     ResumableEarlyStopping,
     ResumableReduceLROnPlateau,
@@ -106,10 +108,7 @@ class SimCLR:
         jit_compile: Keras' `compile` option: True compiles the training
             step with XLA; "auto" (the default) does so on GPUs only, since
             on CPUs it measured no faster (see `benchmarks/RESULTS.md`).
-            For mixed precision, set a Keras dtype policy such as
-            `keras.mixed_precision.set_global_policy("mixed_bfloat16")`
-            before building the backbone; `SoftmaxCosineSim` and the loss
-            compute in float32 whatever the policy.
+            For mixed precision, see `precision`.
         positives: "view" (SimCLR: an anchor's positive is the other view
             of its image) or "nearest_neighbour" (NNCLR: the anchor is
             replaced, in the cross-view blocks, by its nearest neighbour in a
@@ -160,6 +159,23 @@ class SimCLR:
             as without a bank, the later ones on new pairs of the stored
             views (see `simclr_wrap.view_bank`). Rounds it cannot serve
             (see `bank_plan`) train end to end, saying why.
+        precision: the dtype policy the backbone, the pooling and the
+            projection head compute in while `train` runs: "float32" (the
+            default) leaves every layer's policy as the backbone was built
+            (float32, or mixed where the user built it so, e.g. under
+            `keras.mixed_precision.set_global_policy`);
+            "mixed_bfloat16" or "mixed_float16" set it for each round
+            (the variables stay float32; "mixed_float16" wraps the optimizer
+            in a `keras.optimizers.LossScaleOptimizer`); "auto" picks by the
+            hardware (`simclr_wrap.precision.policy_for`: bfloat16 on GPUs
+            and CPUs that compute it, float16 on older GPUs, else float32).
+            `SoftmaxCosineSim` and NT-Xent compute in float32 whatever the
+            policy. The layers get their own policies back when `train`
+            returns, so the adapted backbone, the round backbones and
+            `simclr_best.keras` are saved computing as they were given.
+            The default stays float32 until bfloat16's effect on accuracy is
+            measured (and on CPUs without bfloat16 instructions TensorFlow
+            emulates it, slower than float32).
 
     Besides NT-Xent and the contrastive accuracy, each epoch logs the
     correlation accuracy and the projection std of the first validation
@@ -210,6 +226,7 @@ class SimCLR:
         augmentation=None,
         preprocess=None,
         view_bank=None,
+        precision="float32",
     ):
         if not isinstance(base_model, keras.Model):
             raise TypeError(f"Expected base_model to be a keras.Model. Received: base_model={type(base_model).__name__}")
@@ -247,6 +264,11 @@ class SimCLR:
         if self.view_bank is not None and self.view_bank % 2:
             raise ValueError("Expected view_bank to be an even number of views per image (each epoch of the data "
                              f"gives two). Received: view_bank={view_bank}")
+        self.precision = check_choice("precision", precision, PRECISIONS)
+        # "auto" is decided here, once, and stays "auto" in the config, which may train on other hardware.
+        self._policy = resolve_precision(self.precision)
+        if self.precision == "auto":
+            logger.info("precision='auto' trains in %s on this machine", self._policy)
         if self.sync_batchnorm:
             if not unfreeze_batchnorm:
                 logger.warning("sync_batchnorm=True does nothing while unfreeze_batchnorm=False: frozen "
@@ -258,6 +280,8 @@ class SimCLR:
         self.backbone_metadata = {"input_shape": list(self.input_shape), "pooling": self.pooling}
         self._epochs_run = 0
         self._checkpoint = None
+        # Within a round's `_in_precision`: puts the layers' own dtype policies back for a while, to save a file.
+        self._as_given = contextlib.nullcontext
         self._strategy_fit = None
         self._trainable_ids = set()
         self.num_of_unfrozen_layers = None
@@ -299,6 +323,7 @@ class SimCLR:
             "augmentation": None if self.augmentation is None else self.augmentation.get_config(),
             "preprocess": self.preprocess,
             "view_bank": self.view_bank,
+            "precision": self.precision,
         }
 
     @classmethod
@@ -378,6 +403,9 @@ class SimCLR:
 
     def _compile_model(self, model, optimizer):
         """Compile `model` (the SimCLR model, or a `BankTrainer` of it) with NT-Xent and the contrastive metrics."""
+        if self._policy == "mixed_float16" and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            # float16 gradients of small losses underflow to 0: scaled up for the backward pass, down for the update.
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         model.compile(optimizer=optimizer, loss=NTXent(), metrics=contrastive_metrics(), jit_compile=self.jit_compile)
 
     def _unfreeze(self, num_of_unfrozen_layers, warn=True):
@@ -453,29 +481,31 @@ class SimCLR:
                 # Last: it records what every other callback made of the epoch.
                 tail = [store.round_writer(self.round_, epochs_before, self.history_, early_stopping, plateau,
                                            checkpoint)]
-        fit = self.SimCLR_model.fit if self._strategy_fit is None else self._strategy_fit.fit
-        batches_train, batches_val, banks = data_train, data_val, []
-        bank_round = self._view_bank_round(data_train, data_val, epochs, initial_epoch, verbose)
-        if bank_round is not None:
-            trainer, batches_train, batches_val, banks = bank_round
-            fit = trainer.fit
-        try:
-            history = fit(
-                batches_train,
-                validation_data=batches_val,
-                epochs=epochs,
-                initial_epoch=initial_epoch,
-                shuffle=False,  # the generators shuffle, seeded; Keras would ignore it for them anyway
-                # The guard first, so that no other callback sees a diverged epoch as its last.
-                # Extra callbacks before the default ones, so that what they log
-                # reaches the checkpoint, early stopping and the CSV file.
-                callbacks=[guard, *self._numbering(batches_train, initial_epoch),
-                           *self._monitors(data_train, data_val), *(callbacks or []), *defaults, *tail],
-                verbose=verbose,
-            )
-        finally:
-            for bank in banks:
-                bank.close()
+        # The view bank's prefix pass too: it computes what the round's backbone would.
+        with self._in_precision():
+            fit = self.SimCLR_model.fit if self._strategy_fit is None else self._strategy_fit.fit
+            batches_train, batches_val, banks = data_train, data_val, []
+            bank_round = self._view_bank_round(data_train, data_val, epochs, initial_epoch, verbose)
+            if bank_round is not None:
+                trainer, batches_train, batches_val, banks = bank_round
+                fit = trainer.fit
+            try:
+                history = fit(
+                    batches_train,
+                    validation_data=batches_val,
+                    epochs=epochs,
+                    initial_epoch=initial_epoch,
+                    shuffle=False,  # the generators shuffle, seeded; Keras would ignore it for them anyway
+                    # The guard first, so that no other callback sees a diverged epoch as its last.
+                    # Extra callbacks before the default ones, so that what they log
+                    # reaches the checkpoint, early stopping and the CSV file.
+                    callbacks=[guard, *self._numbering(batches_train, initial_epoch),
+                               *self._monitors(data_train, data_val), *(callbacks or []), *defaults, *tail],
+                    verbose=verbose,
+                )
+            finally:
+                for bank in banks:
+                    bank.close()
         self._epochs_run += len(history.epoch)
         for key, values in history.history.items():
             self.history_.setdefault(key, []).extend(values)
@@ -483,6 +513,20 @@ class SimCLR:
             raise guard.error
         self._end_round()
         return history
+
+    @contextlib.contextmanager
+    def _in_precision(self):
+        """Within the block the backbone, the pooling and the head compute in `precision` (see `computing_in`).
+
+        The NNCLR queue and `SoftmaxCosineSim` are left out: they compute in float32.
+        """
+        pooling, head, _, _ = self._tail_layers
+        with computing_in(self._policy, [self.base_model, pooling, *head], compiled=[self.SimCLR_model]) as as_given:
+            self._as_given = as_given
+            try:
+                yield
+            finally:
+                self._as_given = contextlib.nullcontext
 
     def _view_bank_round(self, data_train, data_val, epochs, initial_epoch, verbose):
         """`(trainer, training batches, validation batches, banks)` for a round from a view bank, or None.
@@ -720,7 +764,8 @@ class SimCLR:
         ]
         if self.save_path is not None and self._writes:
             if self._checkpoint is None or self._checkpoint.monitor != monitor:
-                self._checkpoint = AtomicModelCheckpoint(os.path.join(self.save_path, "simclr_best.keras"), monitor)
+                self._checkpoint = AtomicModelCheckpoint(os.path.join(self.save_path, "simclr_best.keras"), monitor,
+                                                         save=self._save_as_given)
             os.makedirs(self.save_path, exist_ok=True)
             callbacks += [
                 self._checkpoint,
@@ -736,7 +781,7 @@ class SimCLR:
 
     def save(self, path):
         """Save the whole SimCLR model (backbone, head, layer) as `.keras`, atomically."""
-        return save_model_atomically(self.SimCLR_model, path)
+        return self._save_as_given(self.SimCLR_model, path)
 
     def save_base_model(self, path):
         """Save the (adapted) backbone alone as `.keras`, atomically.
@@ -745,7 +790,12 @@ class SimCLR:
         the caller added, such as the preprocessing), which `load_backbone`
         reads back (`read_model_metadata`).
         """
-        return save_model_atomically(self.base_model, path, metadata=self.backbone_metadata)
+        return self._save_as_given(self.base_model, path, metadata=self.backbone_metadata)
+
+    def _save_as_given(self, model, path, metadata=None):
+        """`save_model_atomically` with every layer in its own dtype policy, also in the middle of a mixed round."""
+        with self._as_given():
+            return save_model_atomically(model, path, metadata=metadata)
 
 
 def _in_step_augmentation(augmentation, preprocess, input_shape):

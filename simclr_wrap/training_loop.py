@@ -184,6 +184,8 @@ class StrategyFit:
             sums, per_row, penalty = self._sums(target, outputs)
             # Each replica's share of the global loss; the optimizer sums the replicas' gradients.
             loss = tf.reduce_sum(per_row) / self.global_batch + penalty / self.strategy.num_replicas_in_sync
+            # A LossScaleOptimizer (mixed_float16) scales the loss up here and the gradients down as it applies them.
+            loss = self.model.optimizer.scale_loss(loss)
         weights = self.model.trainable_weights
         self.model.optimizer.apply_gradients(zip(tape.gradient(loss, weights), weights))
         return sums

@@ -276,3 +276,19 @@ def test_pretrain_on_two_workers_trains_as_one_process(tiny_image_folder, tmp_pa
     for key in ("nt_xent", "val_nt_xent", "contrastive_accuracy", "val_contrastive_accuracy"):
         np.testing.assert_allclose(two[key], one[key], atol=1e-5, err_msg=key)
     assert {"base_model.keras", "simclr_best.keras", "pretrain_config.json"} <= set(os.listdir(outs[0]))
+
+
+def test_pretrain_trains_in_the_precision_given_and_writes_a_float32_backbone(tiny_image_folder, tmp_path, capsys):
+    from simclr_wrap.precision import PRECISIONS
+
+    option = next(option for option in OPTIONS if option.key == "precision")
+    assert tuple(option.choices) == PRECISIONS  # written out in the CLI, which imports no TensorFlow for --help
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["pretrain", "--help"])
+    assert "--precision {float32,mixed_bfloat16,mixed_float16,auto}" in capsys.readouterr().out
+    out = tmp_path / "run"
+    assert main(["pretrain", "--data", tiny_image_folder, "--out", str(out), *TINY_RUN,
+                 "--precision", "mixed_bfloat16"]) == 0
+    assert json.loads((out / "pretrain_config.json").read_text())["simclr"]["precision"] == "mixed_bfloat16"
+    backbone = keras.models.load_model(out / "base_model.keras")  # trained in bfloat16, handed back as given
+    assert {layer.dtype_policy.name for layer in backbone.layers} == {"float32"}
