@@ -13,6 +13,7 @@ from data_generators import DataGeneratorClass, split_sources, take_rows
 from data_generators.checks import check_bool, check_choice, check_integer
 from data_generators.files import check_run_folder, staged_folder
 from data_generators.sources import ImageSource
+from evaluation.distill import DistilledClassifier
 from evaluation.features import extract_features
 from evaluation.finetune import FineTunedClassifier
 from evaluation.fractions import check_fraction, label_subset
@@ -28,7 +29,9 @@ from simclr_wrap.unfreezing import flat_layers
 
 logger = logging.getLogger(__name__)
 
-CLASSIFIERS = ("linear", "knn", "fine_tuned")
+CLASSIFIERS = ("linear", "knn", "fine_tuned", "distilled")
+# Distillation trains a second classifier per fine-tuned one, on every training image: asked for, not default.
+DEFAULT_CLASSIFIERS = ("linear", "knn", "fine_tuned")
 PROBES = ("linear", "knn")  # classifiers of the extracted features: the same features and labels, the same result
 SPLITS = ("train", "val", "test")
 
@@ -38,7 +41,9 @@ class Benchmark:
 
     1. The backbone as it is ("before"): a linear and a kNN classifier on its
        pooled features and a fine-tuned classifier, each on `fractions` of
-       the training labels, `runs` times (other label subsets and seeds).
+       the training labels, `runs` times (other label subsets and seeds);
+       optionally a student distilled from each fine-tuned classifier on
+       every training image (SimCLR v2's third step, "distilled").
     2. SimCLR on the training images, no labels (`pretrain_runs` times, or
        none when `run` is given a backbone adapted earlier).
     3. The adapted backbone, evaluated the same way ("after").
@@ -56,7 +61,8 @@ class Benchmark:
         fractions: shares of the training labels, each in (0, 1].
         runs: repeated runs per cell (seeds seed, seed + 1, ...).
         pretrain_runs: repeated SimCLR runs (seeds seed, seed + 1, ...).
-        classifiers: which of "linear", "knn" and "fine_tuned" to run.
+        classifiers: which of "linear", "knn", "fine_tuned" and "distilled"
+            to run (default: all but "distilled").
         knn: the kNN classifier: a `KNNProbe` or its options as a dict
             (default: similarity-weighted votes, k chosen on the labelled
             images; `{"k": 20, "weights": "uniform"}` is the majority vote of
@@ -67,6 +73,10 @@ class Benchmark:
             The benchmark's pooling is the SimCLR options' `pooling`.
         finetune: the fine-tuned classifier: a `FineTunedClassifier` or its
             options as a dict (its `pooling` and `seed` are the benchmark's).
+        distill: the distilled classifier: a `DistilledClassifier` or its
+            options as a dict; its teacher is the fine-tuned classifier of
+            the same cell, and its student's options are the fine-tuned
+            classifier's, updated with those given in `student`.
 
     Attributes (after `run`):
         records_: one dict per (stage, classifier, fraction, run), with
@@ -83,9 +93,9 @@ class Benchmark:
     [1.0, 0.05]
     """
 
-    def __init__(self, *, fractions=(1.0, 0.2, 0.05), runs=3, pretrain_runs=1, classifiers=CLASSIFIERS, knn=None,
-                 supervised_baseline=False, seed=0, schedule=DEFAULT_SCHEDULE, simclr=None, augmentation=None,
-                 probe=None, finetune=None):
+    def __init__(self, *, fractions=(1.0, 0.2, 0.05), runs=3, pretrain_runs=1, classifiers=DEFAULT_CLASSIFIERS,
+                 knn=None, supervised_baseline=False, seed=0, schedule=DEFAULT_SCHEDULE, simclr=None,
+                 augmentation=None, probe=None, finetune=None, distill=None):
         self.fractions = tuple(check_fraction(fraction) for fraction in fractions)
         self.runs = check_integer("runs", runs, minimum=1)
         self.pretrain_runs = check_integer("pretrain_runs", pretrain_runs, minimum=1)
@@ -104,6 +114,13 @@ class Benchmark:
                 raise ValueError(f"the fine-tuned classifier's {key}={finetune[key]!r} differs from the benchmark's "
                                  f"{key}={getattr(self, key)!r}; the benchmark uses one for every classifier")
         self.finetune = FineTunedClassifier(**{**finetune, "pooling": self.pooling, "seed": self.seed})
+        distill = distill.get_config() if isinstance(distill, DistilledClassifier) else dict(distill or {})
+        student = {**self.finetune.get_config(), **distill.get("student", {})}
+        for key in ("pooling", "seed"):
+            if student[key] != getattr(self, key):
+                raise ValueError(f"the distilled student's {key}={student[key]!r} differs from the benchmark's "
+                                 f"{key}={getattr(self, key)!r}; the benchmark uses one for every classifier")
+        self.distill = DistilledClassifier(**{**distill, "student": student})
 
     def get_config(self):
         return {
@@ -112,7 +129,7 @@ class Benchmark:
             "supervised_baseline": self.supervised_baseline, "seed": self.seed,
             "schedule": [list(entry) for entry in self.schedule], "simclr": self.simclr,
             "augmentation": self.augmentation.get_config(), "probe": self.probe,
-            "finetune": self.finetune.get_config(),
+            "finetune": self.finetune.get_config(), "distill": self.distill.get_config(),
         }
 
     @classmethod
@@ -242,6 +259,7 @@ class Benchmark:
         # The fine-tuned cells of a stage clone one backbone: its frozen prefixes' activations of the val split
         # and the training images are computed once for all of them.
         self._prefix_activations = PrefixActivations(self.finetune.cache_bytes)
+        self._teacher = None  # (subset, seed, the fitted FineTunedClassifier) of the cell under way
         for fraction, run, classifier in todo:
             subset = label_subset(self._splits.train_labels, fraction, seed=self.seed + run)
             earlier = self._same_probe_earlier(stage, pretrain_run, classifier, subset)
@@ -283,10 +301,29 @@ class Benchmark:
             result["val_accuracy"] = probe.evaluate(*features["val"])["accuracy"]
             result["selected"] = {"C": float(probe.C_)} if classifier == "linear" else {"k": int(probe.k_)}
             return result
+        fine_tuned = self._fine_tuned(base_model, subset, seed)
+        if classifier == "fine_tuned":
+            return fine_tuned.evaluate(self._splits.data["test"], prefix_activations=self._prefix_activations)
+        distilled = DistilledClassifier.from_config(self.distill.get_config())
+        # Every training image, in a seeded order of its own each epoch, as the fine-tuned classifier's subset.
+        every_image = self._splits.generator(self._splits.parts["train"], shuffle=True, seed=seed)
+        distilled.fit(base_model, fine_tuned, every_image, subset, self._splits.data["val"],
+                      prefix_activations=self._prefix_activations)
+        return distilled.evaluate(self._splits.data["test"], prefix_activations=self._prefix_activations)
+
+    def _fine_tuned(self, base_model, subset, seed):
+        """The fine-tuned classifier of a cell's labelled `subset` and `seed`, fitted once for the cell.
+
+        The distilled classifier's teacher is the fine-tuned classifier of its cell: the one the
+        "fine_tuned" record reports when the benchmark runs both.
+        """
+        if self._teacher is not None and np.array_equal(self._teacher[0], subset) and self._teacher[1] == seed:
+            return self._teacher[2]
         classifier = FineTunedClassifier.from_config({**self.finetune.get_config(), "seed": seed})
         classifier.fit(base_model, self._splits.train_subset(subset, seed), self._splits.data["val"],
                        prefix_activations=self._prefix_activations)
-        return classifier.evaluate(self._splits.data["test"], prefix_activations=self._prefix_activations)
+        self._teacher = (subset, seed, classifier)
+        return classifier
 
     def _scratch(self, base_model):
         """Train the architecture from random initialisation on the same label subsets."""

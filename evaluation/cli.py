@@ -181,6 +181,10 @@ OPTIONS = [
     Option(("--view-bank",), "simclr", "view_bank", BOTH, "views per image M (even) of a view bank: a round that "
            "trains only the layers after a frozen prefix runs the prefix once over M views of every image and trains "
            "the rest from them (its first M/2 epochs as without, later ones on new pairs of the stored views)", int),
+    Option(("--precision",), "simclr", "precision", BOTH, "dtype policy of the backbone and head while SimCLR trains "
+           "(NT-Xent stays float32): float32 keeps the backbone's own; auto = mixed_bfloat16 on GPUs and CPUs with "
+           "bfloat16, mixed_float16 on older GPUs, else float32",
+           choices=["float32", "mixed_bfloat16", "mixed_float16", "auto"]),
     Option(("--color-strength",), "augmentation", "color_strength", BOTH,
            "colour-jitter strength s of the SimCLR augmentations", float),
     Option(("--schedule",), "schedule", "schedule", BOTH, "SimCLR's unfreezing rounds layers:lr:epochs, "
@@ -193,6 +197,10 @@ OPTIONS = [
            "the fine-tuned classifier's rounds, layers:lr:epochs", _schedule),
     Option(("--no-frozen-cache",), "finetune", "cache_frozen", ("benchmark",), "fine-tune end to end instead of "
            "from cached activations of the frozen layers (same results, slower)", action="store_false"),
+    Option(("--distill-temperature",), "distill", "temperature", ("benchmark",), "softmax temperature of the "
+           "fine-tuned teacher's predictions that the distilled student learns", float),
+    Option(("--distill-schedule",), "distill", "schedule", ("benchmark",), "the distilled student's rounds, "
+           "layers:lr:epochs", _schedule),
     Option(("--fractions",), "benchmark", "fractions", ("benchmark",), "shares of the training labels", _fractions),
     Option(("--runs",), "benchmark", "runs", ("benchmark",), "repeated runs per cell (other label subsets and "
            "seeds)", int),
@@ -214,6 +222,7 @@ def _owner_defaults(group):
     """The defaults of the object a group configures, read from its constructor or function."""
     from data_generators import SimCLRAugmentation
     from evaluation.benchmark import Benchmark
+    from evaluation.distill import DistilledClassifier
     from evaluation.embed import export_embeddings
     from evaluation.finetune import FineTunedClassifier
     from evaluation.knn import KNNProbe
@@ -226,6 +235,7 @@ def _owner_defaults(group):
     if group == "schedule":
         return {"schedule": DEFAULT_SCHEDULE}
     owner = {"augmentation": SimCLRAugmentation, "finetune": FineTunedClassifier, "benchmark": Benchmark,
+             "distill": DistilledClassifier,
              "knn": KNNProbe,
              "run": pretrain, "backbone": load_backbone, "embed": export_embeddings}[group]
     defaults = {name: parameter.default for name, parameter in inspect.signature(owner).parameters.items()
@@ -244,7 +254,8 @@ def _default_text(option):
     defaults = _owner_defaults(option.group)
     if option.key not in defaults:
         return {("run", "data"): "default: the offline digits demo", ("run", "out"): "default: a new folder under runs/",
-                ("embed", "data"): "required", ("embed", "out"): "required"}.get((option.group, option.key),
+                ("embed", "data"): "required", ("embed", "out"): "required",
+                ("distill", "schedule"): "default: that of --finetune-schedule"}.get((option.group, option.key),
                                                                              "default: none")
     text = f"default: {_as_typed(defaults[option.key])}"
     demo = DEMO_PRESET.get(option.group, {}).get(option.key)
@@ -270,6 +281,7 @@ DEMO_PRESET = {
     "simclr": {"pooling": "avg", "batch_size": 64, "temperature": 0.2, "feat_dims_ph": (128, 64)},
     "schedule": {"schedule": [("all", 1e-3, 10)]},
     "finetune": {"schedule": [(0, 1e-3, 30), ("all", 1e-4, 5)]},
+    "benchmark": {"classifiers": ["linear", "knn", "fine_tuned", "distilled"]},
 }
 
 
@@ -470,8 +482,12 @@ def run_benchmark(groups, command):
     config = dict(groups.get("benchmark", {}))
     config.update({"seed": run["seed"]} if "seed" in run else {})
     config.update({"schedule": groups["schedule"]["schedule"]} if "schedule" in groups else {})
+    distill = dict(groups.get("distill", {}))
+    if "schedule" in distill:
+        distill["student"] = {"schedule": distill.pop("schedule")}
     benchmark = Benchmark(**config, simclr=groups.get("simclr"), augmentation=groups.get("augmentation"),
-                          probe=_probe(groups), finetune=groups.get("finetune"), knn=groups.get("knn"))
+                          probe=_probe(groups), finetune=groups.get("finetune"), knn=groups.get("knn"),
+                          distill=distill)
     records = benchmark.run(data, backbone, out, adapted=run.get("adapted"), resume=bool(run.get("resume")),
                             overwrite=bool(run.get("overwrite")))
     print(markdown_table(summary_table(records)))

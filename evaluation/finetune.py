@@ -288,7 +288,7 @@ class FineTunedClassifier:
         """
         if not hasattr(self, "model_"):
             raise RuntimeError(f"This {type(self).__name__} is not fitted yet; call fit(...) before evaluate(...)")
-        _check_classes(self.classes_, test_data, "test_data")
+        check_same_classes(self.classes_, test_data, "test_data")
         accuracy = self._accuracy(test_data, prefix_activations)
         logger.info("%s: val accuracy %.3f, test accuracy %.3f", self.model_.name, self.val_accuracy_, accuracy)
         return {"accuracy": accuracy, "val_accuracy": self.val_accuracy_, "selected": dict(self.selected_)}
@@ -300,7 +300,7 @@ class FineTunedClassifier:
                             f"{type(base_model).__name__}")
         rounds = check_schedule(base_model, resolve_all_layers(self.schedule, base_model))
         n_classes = _n_classes(train_data)
-        _check_classes(_classes(train_data), val_data, "val_data")
+        check_same_classes(_classes(train_data), val_data, "val_data")
         return rounds, n_classes
 
     def _build(self, base_model, n_classes, train_data):
@@ -400,8 +400,24 @@ class FineTunedClassifier:
         prefix = FrozenPrefix(backbone, head, cut)
         return prefix if prefix.available else None
 
-    def _accuracy(self, data, prefix_activations=None):
-        """The classifier's accuracy on `data`, in one pass.
+    def predict_proba(self, data, prefix_activations=None):
+        """The fitted classifier's class probabilities for every image of `data`, in one pass.
+
+        Args:
+            data: `(images, one_hot)` arrays or a generator of such batches,
+                visited once in the order of its current epoch (its labels
+                are not used).
+            prefix_activations: as in `fit`.
+
+        Returns:
+            (N, n_classes) float32, one row per image in the order visited.
+        """
+        if not hasattr(self, "model_"):
+            raise RuntimeError(f"This {type(self).__name__} is not fitted yet; call fit(...) before predict_proba(...)")
+        return self._predict(data, prefix_activations)[0]
+
+    def _predict(self, data, prefix_activations=None):
+        """`(probabilities, one_hot)` of every image of `data`, in one pass.
 
         Where the data gives the same images every epoch and their activations
         fit in `cache_bytes`, the untrained prefix runs only on images
@@ -409,15 +425,22 @@ class FineTunedClassifier:
         its activations: the same function as the whole classifier.
         """
         prefix = self.untrained_prefix_
-        if (prefix is None or not cacheable(data)
-                or prefix.bytes_per_image() * n_images(data) > self.cache_bytes):
-            arguments = _fit_arguments(data)
-            return float(self.model_.evaluate(**arguments, verbose=self.verbose, return_dict=True)["accuracy"])
-        activations, one_hot = prefix.activations(data, prefix_activations)
-        probabilities = prefix.suffix.predict(activations, batch_size=64, verbose=0)
+        if (prefix is not None and cacheable(data)
+                and prefix.bytes_per_image() * n_images(data) <= self.cache_bytes):
+            activations, one_hot = prefix.activations(data, prefix_activations)
+            return prefix.suffix.predict(activations, batch_size=64, verbose=0), one_hot
+        batches = [data] if isinstance(data, tuple) else (data[index] for index in range(len(data)))
+        probabilities, labels = [], []
+        for images, one_hot in batches:
+            probabilities.append(self.model_.predict(images, batch_size=64, verbose=0))
+            labels.append(np.asarray(one_hot, np.float32))
+        return np.concatenate(probabilities), np.concatenate(labels)
+
+    def _accuracy(self, data, prefix_activations=None):
+        """The classifier's accuracy on `data`, in one pass (see `_predict`)."""
+        probabilities, one_hot = self._predict(data, prefix_activations)
         # Keras' "accuracy" for one-hot targets: the arg-max class against the label's.
         return float(np.mean(np.argmax(probabilities, axis=-1) == np.argmax(one_hot, axis=-1)))
-
 
 def finetune_classifier(base_model, train_data, val_data, test_data, *, callbacks=None, **options):
     """Fine-tune a classifier on a copy of `base_model`; return its test accuracy.
@@ -446,7 +469,7 @@ def finetune_classifier(base_model, train_data, val_data, test_data, *, callback
     (2, [1, 2])
     """
     classifier = FineTunedClassifier(**options)
-    _check_classes(_classes(train_data), test_data, "test_data")
+    check_same_classes(_classes(train_data), test_data, "test_data")
     classifier.fit(base_model, train_data, val_data, callbacks=callbacks)
     scores = classifier.evaluate(test_data)
     return {
@@ -475,8 +498,8 @@ def _classes(data):
     return list(data.classes) if hasattr(data, "classes") else None
 
 
-def _check_classes(classes, data, name):
-    """Raise unless `data` has the training data's `classes` (when both say)."""
+def check_same_classes(classes, data, name):
+    """Raise unless `data` has the training data's `classes` (when both say), naming `data` as `name`."""
     if classes is not None and hasattr(data, "classes") and list(data.classes) != classes:
         raise ValueError(
             f"{name} has classes {list(data.classes)} but train_data has {classes}; "

@@ -87,7 +87,7 @@ def round_starts(rounds):
 
 
 STAGES = ("before", "after", "scratch")
-CLASSIFIER_ORDER = ("linear", "knn", "fine_tuned", "supervised")
+CLASSIFIER_ORDER = ("linear", "knn", "fine_tuned", "distilled", "supervised")
 
 
 def summary_table(records):

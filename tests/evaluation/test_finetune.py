@@ -163,14 +163,6 @@ def test_learns_a_tiny_task_well_above_chance(tiny_backbone, cache_frozen):
 
 
 def test_the_test_split_is_read_once_after_training_and_selects_nothing(tiny_backbone, splits, monkeypatch):
-    evaluated = []
-    evaluate = keras.Model.evaluate
-
-    def recording_evaluate(model, x=None, *args, **kwargs):
-        evaluated.append(x)
-        return evaluate(model, x, *args, **kwargs)
-
-    monkeypatch.setattr(keras.Model, "evaluate", recording_evaluate)
     _, val, test = splits
     runs = []
     for test_data in (test, brightness_data(5, seed=9)):
@@ -185,8 +177,7 @@ def test_the_test_split_is_read_once_after_training_and_selects_nothing(tiny_bac
         last_training = max(i for i, event in enumerate(events) if event == "train end")
         served = [event[1] for event in events[last_training:] if isinstance(event, tuple)]
         assert all(not isinstance(event, tuple) for event in events[:last_training])
-        assert sorted(set(served)) == list(range(len(test_data)))
-        assert sum(x is recorded_test for x in evaluated) == 1
+        assert sorted(served) == list(range(len(test_data)))  # every test batch once, after all training
         runs.append((spy, result))
     (first_spy, first), (second_spy, second) = runs
     # Same seed: the same start; another test set: the same training and model.
@@ -376,10 +367,9 @@ def test_fit_never_reads_the_test_data_and_evaluate_reads_it_once(tiny_backbone)
     assert counted.reads == []
     weights = [w.copy() for w in classifier.model_.get_weights()]
     scores = classifier.evaluate(counted)
-    # One pass of Keras' evaluate: every batch, as read by evaluating once (which peeks at the first batches).
-    once = Counted(test)
-    expected = classifier.model_.evaluate(once, verbose=0, return_dict=True)["accuracy"]
-    assert counted.reads == once.reads and sorted(set(once.reads)) == list(range(len(test)))
+    assert counted.reads == list(range(len(test)))  # one pass: every batch once
+    # The accuracy Keras' evaluate gives, independently.
+    expected = classifier.model_.evaluate(test, verbose=0, return_dict=True)["accuracy"]
     assert scores == {"accuracy": expected, "val_accuracy": classifier.val_accuracy_,
                       "selected": classifier.selected_}
     assert scores["val_accuracy"] > 0.8 > 0.5 > scores["accuracy"]

@@ -30,7 +30,8 @@ import pytest
 import evaluation.benchmark as benchmark_module
 import evaluation.pretraining as pretraining_module
 from data_generators.sources import ImageSource
-from evaluation.benchmark import run_benchmark
+from evaluation.benchmark import CLASSIFIERS, run_benchmark
+from evaluation.distill import DistilledClassifier
 from evaluation.finetune import FineTunedClassifier
 from evaluation.fractions import label_subset
 from evaluation.knn import KNNProbe
@@ -46,6 +47,7 @@ PER_CLASS = {"train": 8, "val": 4, "test": 4}
 SEED = 0
 FRACTIONS, RUNS = (1.0, 0.5), 2
 FAST = dict(schedule=[("all", 1e-3, 1)], simclr=dict(pooling="avg", batch_size=4, feat_dims_ph=(16, 8)),
+            classifiers=CLASSIFIERS,
             finetune=dict(schedule=[(0, 1e-3, 1), ("all", 1e-4, 1)]), knn=dict(k=3, weights="uniform"), seed=SEED)
 PRETRAIN = dict(schedule=[("all", 1e-3, 1)], simclr=dict(pooling="avg", batch_size=4, feat_dims_ph=(16, 8)),
                 probe=dict(every=1, fraction=0.5), seed=SEED, verbose=0)
@@ -138,6 +140,7 @@ class Spy:
     def __init__(self, monkeypatch, catalogue):
         self.catalogue = catalogue
         self.finetune_fits, self.finetune_tests, self.probe_fits, self.extractions = [], [], [], []
+        self.distill_fits = []
         self.simclr_generators, self.online_probes, self.read_in_pretrain = [], [], []
         self._in_pretrain = False
         spy = self
@@ -153,7 +156,13 @@ class Spy:
             spy.finetune_tests.append(test_data)
             return {"accuracy": 0.5, "val_accuracy": classifier.val_accuracy_, "selected": dict(classifier.selected_)}
 
+        def distill(distilled, base_model, teacher, train_data, labelled, val_data, **kwargs):
+            spy.distill_fits.append((teacher, train_data, np.array(labelled), val_data))
+            distilled.student_ = teacher  # whose stubbed evaluate records the test data
+            return distilled
+
         monkeypatch.setattr(FineTunedClassifier, "fit", fit)
+        monkeypatch.setattr(DistilledClassifier, "fit", distill)
         monkeypatch.setattr(FineTunedClassifier, "evaluate", evaluate)
 
         for probe in (LinearProbe, KNNProbe):
@@ -239,6 +248,20 @@ def test_fine_tuning_validates_on_the_val_split_and_trains_on_a_labelled_trainin
     sizes = [len(label_subset(parts["train"][1], fraction, seed=SEED + run)) for fraction in FRACTIONS
              for run in range(RUNS)]
     assert sorted(records.loc[records["classifier"] == "fine_tuned", "n_labels"]) == sorted(sizes * 2)
+
+
+def test_distillation_reads_the_labels_of_its_cells_subset_only_and_validates_on_val(spied_benchmark):
+    parts, spy, records = spied_benchmark
+    catalogue, subsets = spy.catalogue, expected_subsets(parts)
+    # A teacher per cell, the fine-tuned classifier of that cell (no second fine-tuning, counted above).
+    assert len(spy.distill_fits) == len(spy.finetune_fits)
+    for (teacher, train, labelled, val), (teacher_train, _) in zip(spy.distill_fits, spy.finetune_fits):
+        assert catalogue.is_split(val, "val"), f"the student validated on {sorted(catalogue.splits(val))}"
+        assert catalogue.is_split(train, "train"), f"the student trained on {sorted(catalogue.splits(train))}"
+        assert tuple(labelled.tolist()) in subsets  # the labels it may read: the cell's subset
+        assert [index for _, index in catalogue.source(teacher_train)] == labelled.tolist()
+    assert len(spy.finetune_tests) == 2 * len(spy.finetune_fits)  # fine-tuned and distilled, each read test once
+    assert all(catalogue.is_split(test, "test") for test in spy.finetune_tests)
 
 
 def test_probes_fit_on_rows_of_the_training_features_of_the_labelled_subset(spied_benchmark):
@@ -341,7 +364,7 @@ def counterfactual(function, out):
 def test_another_test_split_changes_only_the_benchmarks_test_accuracies(tmp_path):
     result = counterfactual("deterministic_benchmark", str(tmp_path))
     first, second = result["first"], result["second"]
-    assert len(first) == len(second) == 2 * 3  # stages x classifiers
+    assert len(first) == len(second) == 2 * len(CLASSIFIERS)  # stages x classifiers
     assert result["weights_equal"], (f"the adapted backbone changed with the test split (max difference "
                                      f"{result['max_weight_difference']:g}): SimCLR saw test images")
     for mine, theirs in zip(first, second):
