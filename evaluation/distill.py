@@ -77,7 +77,7 @@ class DistilledClassifier:
 
     Args:
         temperature: the positive softmax temperature of the teacher's
-            targets. The default, 0.5, was chosen on the validation split
+            targets. The default, 1.0, was chosen on the validation split
             (see benchmarks/RESULTS.md, "The distillation stage").
         student: the student's `FineTunedClassifier`, or its options as a
             dict (default: `FineTunedClassifier()`'s).
@@ -94,7 +94,7 @@ class DistilledClassifier:
     8
     """
 
-    def __init__(self, *, temperature=0.5, student=None):
+    def __init__(self, *, temperature=1.0, student=None):
         self.temperature = check_number("temperature", temperature, minimum=0, exclusive_minimum=True)
         if isinstance(student, FineTunedClassifier):
             student = student.get_config()
