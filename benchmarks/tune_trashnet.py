@@ -27,6 +27,7 @@ import platform
 import sys
 import time
 
+import keras
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
@@ -38,6 +39,7 @@ from evaluation.linear import LinearProbe  # noqa: E402
 from evaluation.pretraining import SET_BY_PRETRAIN, parse_schedule, pretrain  # noqa: E402
 from simclr_wrap.backbones import Backbone  # noqa: E402
 from simclr_wrap.model import check_options  # noqa: E402
+from simclr_wrap.precision import gpu_compute_capabilities  # noqa: E402
 
 SPLIT = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "trashnet", "split.csv")
 FRACTIONS = (1.0, 0.05)
@@ -163,7 +165,8 @@ def _fresh(spec, base_model):
 
 def _append(log, entry, described):
     entry = {**entry, **described, "date": time.strftime("%Y-%m-%d"),
-             "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
+             "machine": f"{platform.machine()}, {os.cpu_count()} cores", "gpus": len(gpu_compute_capabilities()),
+             "keras_backend": keras.backend.backend()}
     with open(log, "a") as file:
         file.write(json.dumps(entry) + "\n")
     print(json.dumps(entry), flush=True)

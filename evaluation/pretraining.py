@@ -6,7 +6,6 @@ import logging
 import os
 
 import keras
-import tensorflow as tf
 
 from data_generators import (
     DataGeneratorSimCLR,
@@ -25,6 +24,7 @@ from simclr_wrap import SimCLR
 from simclr_wrap.backbones import PREPROCESSING, Backbone, preprocessing_name
 from simclr_wrap.model import check_options
 from simclr_wrap.monitors import features_barely_vary
+from simclr_wrap.precision import gpu_compute_capabilities
 from simclr_wrap.training_loop import is_multi_worker, worker_of
 from simclr_wrap.unfreezing import flat_layers
 
@@ -276,7 +276,7 @@ def _views_in_step(augment_on, preprocess_input):
                          f"step applies after its views; the backbone's is {preprocessing_name(preprocess_input)!r}: "
                          "use augment_on='host'")
     if augment_on == "auto":
-        on_device = bool(tf.config.list_logical_devices("GPU")) and affine
+        on_device = bool(gpu_compute_capabilities()) and affine
         logger.info("views made %s", "inside the training step, on the GPU" if on_device else
                     "on the host, in the data-loading threads (no GPU)" if affine else
                     "on the host (the backbone's preprocessing is not one the step can apply)")

@@ -15,6 +15,8 @@ saved, computing as it was given.
 
 import contextlib
 
+import keras
+
 from data_generators.checks import check_choice
 from simclr_wrap.keras_compat import sublayers
 
@@ -61,16 +63,50 @@ def policy_for(gpu_compute_capabilities, cpu_flags):
     return "mixed_bfloat16" if set(cpu_flags) & set(BFLOAT16_CPU_FLAGS) else "float32"
 
 
+def gpu_compute_capabilities():
+    """`(major, minor)` of each GPU that Keras' backend trains on (None for one that does not say); [] without.
+
+    Asked of the backend in use, so that a run under JAX (which may have no
+    TensorFlow installed) sees the GPUs JAX sees.
+    """
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return [tf.config.experimental.get_device_details(gpu).get("compute_capability")
+                for gpu in tf.config.list_physical_devices("GPU")]
+    if backend == "jax":
+        import jax
+
+        return [_major_minor(getattr(device, "compute_capability", None))
+                for device in jax.devices() if device.platform == "gpu"]
+    if backend == "torch":
+        import torch
+
+        return [torch.cuda.get_device_capability(index) for index in range(torch.cuda.device_count())]
+    return []
+
+
+def _major_minor(capability):
+    """(9, 0) from JAX's "9.0"; None from None or from what is not "major.minor".
+
+    >>> _major_minor("9.0"), _major_minor(None), _major_minor("sm_90")
+    ((9, 0), None, None)
+    """
+    try:
+        major, minor = str(capability).split(".")
+        return int(major), int(minor)
+    except ValueError:
+        return None
+
+
 def hardware_facts(cpuinfo=CPUINFO):
     """`(gpu_compute_capabilities, cpu_flags)` of this machine, as `policy_for` takes them.
 
-    The GPUs are those TensorFlow sees; the CPU flags are read from
-    `cpuinfo` (none where the file does not exist, as outside Linux).
+    The GPUs are those Keras' backend sees (`gpu_compute_capabilities`); the
+    CPU flags are read from `cpuinfo` (none where the file does not exist, as
+    outside Linux).
     """
-    import tensorflow as tf
-
-    capabilities = [tf.config.experimental.get_device_details(gpu).get("compute_capability")
-                    for gpu in tf.config.list_physical_devices("GPU")]
     flags = set()
     try:
         with open(cpuinfo) as file:
@@ -81,7 +117,7 @@ def hardware_facts(cpuinfo=CPUINFO):
                     break  # every core lists the same flags
     except OSError:
         pass
-    return capabilities, flags
+    return gpu_compute_capabilities(), flags
 
 
 def resolve_precision(precision):

@@ -1,5 +1,7 @@
 """SimCLR(precision=...): the backbone and head compute in a mixed policy while training, and only then."""
 
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -8,7 +10,7 @@ import simclr_wrap.precision
 from data_generators import DataGeneratorSimCLR, frame_from_folder
 from simclr_wrap import SimCLR
 from simclr_wrap.layers import SoftmaxCosineSim
-from simclr_wrap.precision import computing_in, hardware_facts, policy_for, resolve_precision
+from simclr_wrap.precision import computing_in, gpu_compute_capabilities, hardware_facts, policy_for, resolve_precision
 from simclr_wrap.unfreezing import flat_layers
 from tests.conftest import TINY_SIZE, make_tiny_backbone, write_image_folder
 
@@ -237,3 +239,25 @@ def test_computing_in_reaches_nested_models_and_custom_layers_sublayers():
         assert inner.layers[0].dense.dtype_policy.name == "mixed_bfloat16"
         assert quantized.dtype_policy.name == "int8_from_float32"  # not a float32 layer: left alone
     assert inner.layers[0].dense.dtype_policy.name == "float32" and model.layers[-1].dtype_policy.name == "float32"
+
+
+def test_under_jax_the_gpus_are_those_jax_sees(monkeypatch):
+    # A run under KERAS_BACKEND=jax may have no TensorFlow at all: the GPUs come from jax.devices().
+    import types
+
+    devices = [types.SimpleNamespace(platform="gpu", compute_capability="9.0"),
+               types.SimpleNamespace(platform="cpu"), types.SimpleNamespace(platform="gpu")]
+    monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
+    monkeypatch.setitem(sys.modules, "jax", types.SimpleNamespace(devices=lambda: devices))
+    assert gpu_compute_capabilities() == [(9, 0), None]
+    monkeypatch.setitem(sys.modules, "jax", types.SimpleNamespace(devices=lambda: devices[1:2]))
+    assert gpu_compute_capabilities() == []
+
+
+@pytest.mark.parametrize("gpus, expected", [([(9, 0)], True), ([], False)])
+def test_augment_on_auto_makes_the_views_in_the_step_where_the_backend_sees_a_gpu(monkeypatch, gpus, expected):
+    import evaluation.pretraining
+
+    monkeypatch.setattr(evaluation.pretraining, "gpu_compute_capabilities", lambda: gpus)
+    assert evaluation.pretraining._views_in_step("auto", None) is expected
+    assert evaluation.pretraining._views_in_step("host", None) is False  # asked for, whatever the hardware
