@@ -15,6 +15,10 @@ test accuracy (reported, never used to choose), one JSON line each.
         --finetune-schedule 0:0.001:30,block5_conv1:0.0001:10 --fractions 0.05 --runs 1 \
         --adapted runs/tune_vgg16_view_bank/v1_block5_lr1e-4_t0.2/base_model.keras \
         --out benchmarks/trashnet/distill_vgg16.jsonl
+
+`--student-schedule` (repeatable) tries students with other schedules than the
+teacher's, e.g. "0:0.001:30", a student that trains only its head on the
+adapted backbone's frozen features; each row logs its student's schedule.
 """
 
 import argparse
@@ -41,6 +45,8 @@ def main(argv=None):
     parser.add_argument("--fractions", type=_fractions, default=(0.2, 0.05))
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--temperatures", default="0.5,1,2")
+    parser.add_argument("--student-schedule", type=_schedule, action="append",
+                        help="a student's schedule (repeatable; default: the teacher's, --finetune-schedule)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="JSON lines, appended")
     args = parser.parse_args(argv)
@@ -79,23 +85,26 @@ def main(argv=None):
             scores = teacher.evaluate(splits.data["test"], prefix_activations=memo)
             rows = [{"classifier": "fine_tuned", "temperature": None, "val_accuracy": scores["val_accuracy"],
                      "accuracy": scores["accuracy"], "seconds": round(time.perf_counter() - started, 1)}]
-            for temperature in map(float, args.temperatures.split(",")):
-                started = time.perf_counter()
-                student = DistilledClassifier(temperature=temperature, student={**finetune.get_config(),
-                                                                                "seed": seed})
-                student.fit(adapted, teacher, splits.generator(splits.parts["train"], shuffle=True, seed=seed),
-                            subset, splits.data["val"], prefix_activations=memo)
-                scores = student.evaluate(splits.data["test"], prefix_activations=memo)
-                rows.append({"classifier": "distilled", "temperature": temperature,
-                             "val_accuracy": scores["val_accuracy"], "accuracy": scores["accuracy"],
-                             "seconds": round(time.perf_counter() - started, 1)})
+            for schedule in args.student_schedule or [args.finetune_schedule]:
+                for temperature in map(float, args.temperatures.split(",")):
+                    started = time.perf_counter()
+                    student = DistilledClassifier(temperature=temperature, student={
+                        **finetune.get_config(), "schedule": schedule, "seed": seed})
+                    student.fit(adapted, teacher, splits.generator(splits.parts["train"], shuffle=True, seed=seed),
+                                subset, splits.data["val"], prefix_activations=memo)
+                    scores = student.evaluate(splits.data["test"], prefix_activations=memo)
+                    rows.append({"classifier": "distilled", "temperature": temperature,
+                                 "student_schedule": student.student.get_config()["schedule"],
+                                 "val_accuracy": scores["val_accuracy"], "accuracy": scores["accuracy"],
+                                 "seconds": round(time.perf_counter() - started, 1)})
             with open(args.out, "a") as file:
                 for row in rows:
                     file.write(json.dumps({"data": args.data or "digits demo", "backbone": args.backbone,
                                            "adapted": args.adapted, "fraction": fraction, "run": run,
                                            "n_labels": len(subset), **row}) + "\n")
             for row in rows:
-                print(f"fraction {fraction} run {run} {row['classifier']} T={row['temperature']}: "
+                print(f"fraction {fraction} run {run} {row['classifier']} T={row['temperature']} "
+                      f"schedule={row.get('student_schedule', '(the teacher)')}: "
                       f"val {row['val_accuracy']:.3f} test {row['accuracy']:.3f} ({row['seconds']} s)", flush=True)
 
 
