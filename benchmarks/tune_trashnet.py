@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import platform
+import statistics
 import sys
 import time
 
@@ -43,6 +44,7 @@ from simclr_wrap.precision import gpu_compute_capabilities  # noqa: E402
 
 SPLIT = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "trashnet", "split.csv")
 FRACTIONS = (1.0, 0.05)
+PROBES = tuple(f"val_linear_{fraction:g}" for fraction in FRACTIONS)  # the figures of a log entry
 SUBSET_RUNS = 3  # label subsets averaged at a fraction below 1
 # Keys of the configuration files that name a SimCLR option differently.
 SIMCLR_ALIASES = {"feat_dims": "feat_dims_ph"}
@@ -144,12 +146,54 @@ def tune(parts, backbone, configs, out, *, pooling="avg", log=None, fractions=FR
         folder = config["name"] if seed == 0 else f"{config['name']}_seed{seed}"
         simclr = pretrain(parts, _fresh(spec, base_model), os.path.join(out, folder), schedule=schedule,
                           simclr=options, augmentation=augmentation, seed=seed, verbose=verbose)
-        entry = {**config, "seed": seed,
+        entry = {**config, "seed": seed, "policy": simclr.policy,
                  **validation_probe(simclr.base_model, parts, pooling, preprocess_input, fractions),
                  "val_nt_xent_last": round(float(simclr.history_["val_nt_xent"][-1]), 4),
                  "minutes": round((time.time() - started) / 60, 1)}
         entries.append(_append(log, entry, described))
     return entries
+
+
+def over_seeds(entries, group_of, baseline):
+    """The validation probes of tuning entries by group, over seeds, and each group's difference from `baseline`.
+
+    Args:
+        entries: entries of tuning logs (dicts as `tune` appends them).
+        group_of: entry -> the name of its group, or None to leave it out.
+        baseline: the name of the group the others are compared with.
+
+    Returns:
+        {group: {"seeds", "dates", "minutes", "<probe>_values", "<probe>_mean"}}
+        for the probes val_linear_1 and val_linear_0.05, with
+        "<probe>_delta" (mean minus the baseline's mean) in every group but
+        the baseline, where there is one.
+
+    Example:
+    >>> entries = [{"name": "a", "seed": seed, "date": "d", "minutes": 1, "val_linear_1": value,
+    ...             "val_linear_0.05": value / 2} for seed, value in [(0, 0.6), (1, 0.7)]]
+    >>> entries.append({**entries[0], "name": "b", "val_linear_1": 0.66})
+    >>> summary = over_seeds(entries, lambda entry: entry["name"], baseline="a")
+    >>> summary["a"]["val_linear_1_mean"], summary["b"]["val_linear_1_delta"], summary["b"]["seeds"]
+    (0.65, 0.01, [0])
+    """
+    groups = {}
+    for entry in entries:
+        group = group_of(entry)
+        if group is not None:
+            groups.setdefault(group, []).append(entry)
+    summary = {group: {"seeds": [entry.get("seed", 0) for entry in members],
+                       "dates": sorted({entry["date"] for entry in members}),
+                       "minutes": [entry["minutes"] for entry in members],
+                       **{f"{probe}_values": [entry[probe] for entry in members] for probe in PROBES},
+                       **{f"{probe}_mean": round(statistics.mean(entry[probe] for entry in members), 4)
+                          for probe in PROBES}}
+               for group, members in groups.items()}
+    if baseline in summary:
+        for group, values in summary.items():
+            if group != baseline:
+                values.update({f"{probe}_delta": round(values[f"{probe}_mean"] - summary[baseline][f"{probe}_mean"], 4)
+                               for probe in PROBES})
+    return summary
 
 
 def _fresh(spec, base_model):

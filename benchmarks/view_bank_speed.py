@@ -39,6 +39,7 @@ from data_generators import DataGeneratorSimCLR, split_sources  # noqa: E402
 from simclr_wrap import SimCLR  # noqa: E402
 from simclr_wrap.backbones import Backbone  # noqa: E402
 from speed_json import read_speed_json, write_speed_json  # noqa: E402
+from tune_trashnet import over_seeds  # noqa: E402
 
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared")
 SPLIT = os.path.join(SHARED, "data", "trashnet", "split.csv")
@@ -74,24 +75,14 @@ def timed_round(spec, train, val, view_bank, epochs):
 def accuracy_summary(logs, end_to_end):
     """Validation linear probes per configuration (mean and values over seeds), and each bank's difference."""
     entries = [json.loads(line) for path in logs for line in open(path) if line.strip()]
-    runs = {}
-    for entry in entries:
-        if entry["name"] == end_to_end or entry.get("view_bank"):
-            key = str(entry.get("view_bank") or "end_to_end")
-            runs.setdefault(key, []).append(entry)
-    keys = ("val_linear_1", "val_linear_0.05")
-    summary = {key: {"seeds": [entry.get("seed", 0) for entry in group], "dates": sorted({entry["date"] for entry in group}),
-                     "minutes": [entry["minutes"] for entry in group],
-                     **{f"{metric}_values": [entry[metric] for entry in group] for metric in keys},
-                     **{f"{metric}_mean": round(statistics.mean(entry[metric] for entry in group), 4) for metric in keys}}
-               for key, group in runs.items()}
-    baseline = summary.get("end_to_end")
-    by_m = {}
-    for key, values in summary.items():
-        if key != "end_to_end" and baseline is not None:
-            by_m[key] = {**values, **{f"{metric}_delta": round(values[f"{metric}_mean"] - baseline[f"{metric}_mean"], 4)
-                                      for metric in keys}}
-    return {"end_to_end": baseline, "by_M": by_m}
+
+    def group_of(entry):
+        if entry.get("view_bank"):
+            return str(entry["view_bank"])
+        return "end_to_end" if entry["name"] == end_to_end else None
+
+    summary = over_seeds(entries, group_of, baseline="end_to_end")
+    return {"end_to_end": summary.pop("end_to_end", None), "by_M": summary}
 
 
 def main(argv=None):

@@ -135,8 +135,9 @@ def pretrain(
     `base_model.keras` (the adapted backbone), `simclr_best.keras`,
     `history.csv`, `training_curves.png`, `augmentations.png` and
     `pretrain_config.json` (the backbone's source, image shape and
-    preprocessing, the SimCLR and augmentation configs, the schedule and
-    seed: how the backbone was adapted and how to feed it). Each backbone
+    preprocessing, the SimCLR and augmentation configs, the dtype policy
+    its `precision` meant on this machine, the schedule and seed: how the
+    backbone was adapted and how to feed it). Each backbone
     file also carries its image shape, pooling and preprocessing inside
     (`simclr_wrap.callbacks.read_model_metadata`), which `load_backbone`
     and `embed` use.
@@ -324,6 +325,7 @@ def _write_config(out, spec, simclr_model, augmentation, schedule, seed):
     config = {
         "backbone": {**spec.get_config(), "input_shape": list(simclr_model.input_shape)},
         "simclr": simclr_model.get_config(),
+        "policy": simclr_model.policy,  # what precision (maybe "auto") meant on the machine that trained
         "augmentation": augmentation.get_config(),
         "schedule": [list(entry) for entry in schedule],
         "seed": seed,

@@ -160,22 +160,24 @@ class SimCLR:
             views (see `simclr_wrap.view_bank`). Rounds it cannot serve
             (see `bank_plan`) train end to end, saying why.
         precision: the dtype policy the backbone, the pooling and the
-            projection head compute in while `train` runs: "float32" (the
-            default) leaves every layer's policy as the backbone was built
-            (float32, or mixed where the user built it so, e.g. under
-            `keras.mixed_precision.set_global_policy`);
-            "mixed_bfloat16" or "mixed_float16" set it for each round
-            (the variables stay float32; "mixed_float16" wraps the optimizer
-            in a `keras.optimizers.LossScaleOptimizer`); "auto" picks by the
-            hardware (`simclr_wrap.precision.policy_for`: bfloat16 on GPUs
-            and CPUs that compute it, float16 on older GPUs, else float32).
-            `SoftmaxCosineSim` and NT-Xent compute in float32 whatever the
-            policy. The layers get their own policies back when `train`
-            returns, so the adapted backbone, the round backbones and
-            `simclr_best.keras` are saved computing as they were given.
-            The default stays float32 until bfloat16's effect on accuracy is
-            measured (and on CPUs without bfloat16 instructions TensorFlow
-            emulates it, slower than float32).
+            projection head compute in while `train` runs: "auto" (the
+            default) picks by the hardware (`simclr_wrap.precision.policy_for`:
+            bfloat16 on GPUs and CPUs that compute it, float16 on older
+            GPUs, else float32; `policy` says which); "float32" leaves every
+            layer's policy as the backbone was built (float32, or mixed
+            where the user built it so, e.g. under
+            `keras.mixed_precision.set_global_policy`); "mixed_bfloat16" or
+            "mixed_float16" set it for each round (the variables stay
+            float32; "mixed_float16" wraps the optimizer in a
+            `keras.optimizers.LossScaleOptimizer`). `SoftmaxCosineSim` and
+            NT-Xent compute in float32 whatever the policy. The layers get
+            their own policies back when `train` returns, so the adapted
+            backbone, the round backbones and `simclr_best.keras` are saved
+            computing as they were given. bfloat16 is the default where the
+            hardware computes it because its validation linear probes after
+            SimCLR matched float32's within the spread between pretraining
+            runs (4 runs each, VGG16 and MobileNetV2 on TrashNet;
+            benchmarks/RESULTS.md); pass "float32" to turn it off.
 
     Besides NT-Xent and the contrastive accuracy, each epoch logs the
     correlation accuracy and the projection std of the first validation
@@ -226,7 +228,7 @@ class SimCLR:
         augmentation=None,
         preprocess=None,
         view_bank=None,
-        precision="float32",
+        precision="auto",
     ):
         if not isinstance(base_model, keras.Model):
             raise TypeError(f"Expected base_model to be a keras.Model. Received: base_model={type(base_model).__name__}")
@@ -266,9 +268,9 @@ class SimCLR:
                              f"gives two). Received: view_bank={view_bank}")
         self.precision = check_choice("precision", precision, PRECISIONS)
         # "auto" is decided here, once, and stays "auto" in the config, which may train on other hardware.
-        self._policy = resolve_precision(self.precision)
+        self.policy = resolve_precision(self.precision)
         if self.precision == "auto":
-            logger.info("precision='auto' trains in %s on this machine", self._policy)
+            logger.info("precision='auto' trains in %s on this machine", self.policy)
         if self.sync_batchnorm:
             if not unfreeze_batchnorm:
                 logger.warning("sync_batchnorm=True does nothing while unfreeze_batchnorm=False: frozen "
@@ -403,7 +405,7 @@ class SimCLR:
 
     def _compile_model(self, model, optimizer):
         """Compile `model` (the SimCLR model, or a `BankTrainer` of it) with NT-Xent and the contrastive metrics."""
-        if self._policy == "mixed_float16" and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        if self.policy == "mixed_float16" and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
             # float16 gradients of small losses underflow to 0: scaled up for the backward pass, down for the update.
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         model.compile(optimizer=optimizer, loss=NTXent(), metrics=contrastive_metrics(), jit_compile=self.jit_compile)
@@ -521,7 +523,7 @@ class SimCLR:
         The NNCLR queue and `SoftmaxCosineSim` are left out: they compute in float32.
         """
         pooling, head, _, _ = self._tail_layers
-        with computing_in(self._policy, [self.base_model, pooling, *head], compiled=[self.SimCLR_model]) as as_given:
+        with computing_in(self.policy, [self.base_model, pooling, *head], compiled=[self.SimCLR_model]) as as_given:
             self._as_given = as_given
             try:
                 yield

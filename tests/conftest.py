@@ -9,6 +9,22 @@ import keras
 import numpy as np
 import pytest
 
+
+@pytest.fixture(autouse=True, scope="session")
+def float32_hardware():
+    """"auto" precision (the default) resolves to float32 in every test, whatever the CPU or GPU running them.
+
+    The tests' references are float32; on a host with bfloat16 instructions
+    "auto" would train in bfloat16. Session-wide, so that module fixtures
+    see it too; tests of "auto" patch the facts themselves.
+    """
+    import simclr_wrap.precision
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(simclr_wrap.precision, "hardware_facts", lambda: ([], set()))
+        yield
+
+
 SHARED = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
 TINY_SIZE = 16
 TINY_CLASSES = ("circle", "square", "stripes")

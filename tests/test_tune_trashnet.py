@@ -80,6 +80,7 @@ def test_tune_never_reads_the_test_split_and_uses_the_new_pretrain_api(tmp_path)
     for entry in entries:
         assert 0 <= entry["val_linear_1"] <= 1 and 0 <= entry["val_linear_0.5"] <= 1
         assert entry["backbone"] == "tiny_backbone" and entry["weights"] == ""
+    assert entries[1]["policy"] == "float32"  # what precision "auto" meant here (the tests pin float32)
     logged = [json.loads(line) for line in (tmp_path / "out" / "tuning.jsonl").read_text().splitlines()]
     assert logged == entries
     config = json.loads((tmp_path / "out" / "tiny" / "pretrain_config.json").read_text())
@@ -127,3 +128,54 @@ def test_an_unreadable_relabelled_test_split_changes_no_logged_figure(tmp_path):
     for mine, theirs in zip(first, second):
         for key in sorted(mine.keys() - set(CIRCUMSTANCES)):
             assert mine[key] == theirs[key], f"{mine['name']}: {key} changed with the test split"
+
+
+def load_benchmark(name):
+    """A script of benchmarks/ as a module, with benchmarks/ importable as its scripts expect."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "benchmarks", f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.pop(0)
+    return module
+
+
+def log_entry(name, seed, linear_1, linear_5, backbone="vgg16"):
+    return {"name": name, "seed": seed, "backbone": backbone, "date": "2026-11-27", "minutes": 1.0,
+            "val_linear_1": linear_1, "val_linear_0.05": linear_5}
+
+
+def test_over_seeds_averages_each_group_and_compares_it_with_the_baseline():
+    entries = [log_entry("a", 0, 0.60, 0.40), log_entry("a", 1, 0.70, 0.50), log_entry("b", 0, 0.66, 0.41),
+               log_entry("b", 1, 0.62, 0.47), log_entry("other", 0, 0.1, 0.1)]
+    summary = load_tune_module().over_seeds(entries, lambda entry: {"a": "A", "b": "B"}.get(entry["name"]), "A")
+    assert set(summary) == {"A", "B"}  # None leaves an entry out
+    assert summary["A"]["val_linear_1_values"] == [0.60, 0.70] and summary["B"]["seeds"] == [0, 1]
+    assert summary["A"]["val_linear_1_mean"] == pytest.approx(0.65)
+    assert summary["B"]["val_linear_0.05_mean"] == pytest.approx(0.44)
+    assert summary["B"]["val_linear_1_delta"] == pytest.approx(0.64 - 0.65)
+    assert summary["B"]["val_linear_0.05_delta"] == pytest.approx(0.44 - 0.45)
+    assert "val_linear_1_delta" not in summary["A"]
+
+
+def test_bf16_accuracy_sides_follow_the_configurations_precision(tmp_path):
+    module = load_benchmark("bf16_accuracy")
+    configs = tmp_path / "configs.json"
+    configs.write_text(json.dumps([{"name": "v1", "schedule": "x:1e-4:8", "precision": "float32"},
+                                   {"name": "v1_bf16", "schedule": "x:1e-4:8", "precision": "mixed_bfloat16"}]))
+    log = tmp_path / "log.jsonl"
+    entries = [log_entry("before", 0, 0.5, 0.3), log_entry("v1", 0, 0.68, 0.50), log_entry("v1", 1, 0.64, 0.48),
+               log_entry("v1_bf16", 0, 0.66, 0.52), log_entry("v1_bf16", 1, 0.64, 0.50),
+               log_entry("v1", 0, 0.7, 0.5, backbone="mobilenet_v2")]
+    log.write_text("".join(json.dumps(entry) + "\n" for entry in entries))
+    summary = module.precision_summary([str(log)], [str(configs)])
+    assert set(summary) == {"vgg16", "mobilenet_v2"}
+    assert summary["vgg16"]["float32"]["val_linear_1_values"] == [0.68, 0.64]  # "before" is neither side
+    assert summary["vgg16"]["mixed_bfloat16"]["val_linear_1_delta"] == pytest.approx(0.65 - 0.66)
+    assert summary["vgg16"]["mixed_bfloat16"]["val_linear_0.05_delta"] == pytest.approx(0.51 - 0.49)
+    assert set(summary["mobilenet_v2"]) == {"float32"}  # each backbone against its own float32
+    configs.write_text(json.dumps([{"name": "v1", "schedule": "x:1e-4:8"}]))
+    with pytest.raises(ValueError, match="configuration 'v1' of .*configs.json has no 'precision'"):
+        module.precision_summary([str(log)], [str(configs)])

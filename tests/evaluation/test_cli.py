@@ -292,3 +292,15 @@ def test_pretrain_trains_in_the_precision_given_and_writes_a_float32_backbone(ti
     assert json.loads((out / "pretrain_config.json").read_text())["simclr"]["precision"] == "mixed_bfloat16"
     backbone = keras.models.load_model(out / "base_model.keras")  # trained in bfloat16, handed back as given
     assert {layer.dtype_policy.name for layer in backbone.layers} == {"float32"}
+
+
+@pytest.mark.parametrize("precision, policy", [([], "mixed_bfloat16"), (["--precision", "float32"], "float32")])
+def test_pretrain_trains_in_bfloat16_by_default_where_the_hardware_has_it(tiny_image_folder, tmp_path, monkeypatch,
+                                                                         precision, policy):
+    import simclr_wrap.precision
+
+    monkeypatch.setattr(simclr_wrap.precision, "hardware_facts", lambda: ([], {"avx512_bf16"}))
+    out = tmp_path / "run"
+    assert main(["pretrain", "--data", tiny_image_folder, "--out", str(out), *TINY_RUN, *precision]) == 0
+    config = json.loads((out / "pretrain_config.json").read_text())
+    assert (config["simclr"]["precision"], config["policy"]) == (precision[-1] if precision else "auto", policy)

@@ -93,11 +93,33 @@ def test_auto_resolves_through_the_hardware_facts_and_stays_auto_in_the_config(m
 
 def test_precision_is_an_option_of_the_config_checked_like_the_others():
     simclr = wrapper("mixed_bfloat16")
-    assert simclr.get_config()["precision"] == "mixed_bfloat16" and SimCLR.default_config()["precision"] == "float32"
+    assert simclr.get_config()["precision"] == "mixed_bfloat16" and SimCLR.default_config()["precision"] == "auto"
     assert SimCLR.from_config(simclr.get_config(), make_tiny_backbone()).get_config() == simclr.get_config()
     with pytest.raises(ValueError, match=r"Expected precision to be one of \['float32', 'mixed_bfloat16', "
                                          r"'mixed_float16', 'auto'\]. Received: precision='bfloat16'"):
         wrapper("bfloat16")
+
+
+@pytest.mark.parametrize("facts, policy, expected", [
+    (([], {"avx512f", "avx512_bf16"}), "mixed_bfloat16", "bfloat16"),  # a CPU that computes bfloat16
+    (([(9, 0)], set()), "mixed_bfloat16", "bfloat16"),  # an H100 or H200
+    (([], {"avx2", "fma"}), "float32", "float32"),  # a CPU that would emulate it
+])
+def test_by_default_the_step_computes_in_bfloat16_where_the_hardware_has_it(frame, computed_dtypes, monkeypatch,
+                                                                            facts, policy, expected):
+    monkeypatch.setattr(simclr_wrap.precision, "hardware_facts", lambda: facts)
+    keras.utils.set_random_seed(0)
+    simclr = SimCLR(make_tiny_backbone(), 4, feat_dims_ph=(16, 8), save_path=None, seed=0,
+                    num_of_unfrozen_layers="conv2")
+    assert (simclr.precision, simclr.policy) == ("auto", policy)
+    computed_dtypes.clear()
+    simclr.train(*generators(frame), epochs=1, verbose=0)
+    assert computed_dtypes["conv2"] == computed_dtypes["projection_1"] == (expected, expected)
+    assert computed_dtypes["softmax_cosine_sim"] == ("float32", "float32")
+    # precision="float32" turns it off on the same hardware.
+    computed_dtypes.clear()
+    wrapper("float32").train(*generators(frame), epochs=1, verbose=0)
+    assert computed_dtypes["conv2"] == ("float32", "float32")
 
 
 # Training in a mixed policy.
