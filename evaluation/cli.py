@@ -362,6 +362,7 @@ def _import_tensorflow_quietly():
     writes the lines logged before absl's logging is initialised straight to
     file descriptor 2, so that is pointed at /dev/null for the import alone.
     Python's own errors during the import are raised after it is restored.
+    Without TensorFlow (Keras on JAX, say) there is nothing to quieten.
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if "tensorflow" in sys.modules:
@@ -371,6 +372,8 @@ def _import_tensorflow_quietly():
     try:
         os.dup2(devnull, 2)
         import tensorflow  # noqa: F401
+    except ImportError:
+        pass
     finally:
         os.dup2(saved, 2)
         os.close(saved)

@@ -2,6 +2,7 @@
 
 import numbers
 import os
+import sys
 
 import matplotlib
 
@@ -365,16 +366,25 @@ def write_results(out, records, settings, durations, versions):
 
 
 def versions():
-    """Package, TensorFlow and Keras versions, the git commit and whether the tree differs from it.
+    """Package, Keras and backend versions, the git commit and whether the tree differs from it.
 
-    Read when a run starts, so that results.json names the code that ran.
+    Read when a run starts, so that results.json names the code that ran. "tensorflow" is None where
+    it is not installed (Keras on JAX, say); the backend's own package is named beside it.
     """
     import subprocess
+    from importlib import metadata
 
     import keras
-    import tensorflow as tf
 
     import simclr_wrap
+
+    def installed(package):
+        if package in sys.modules:  # imported: its own version (also where it came as, say, tensorflow-cpu)
+            return sys.modules[package].__version__
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return None
 
     def git(*arguments):
         try:
@@ -385,8 +395,12 @@ def versions():
 
     commit = git("rev-parse", "HEAD")
     changes = git("status", "--porcelain", "--untracked-files=no") if commit else None
-    return {"simclr_wrap": simclr_wrap.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
-            "git_commit": commit, "git_dirty": None if changes is None else bool(changes)}
+    backend = keras.backend.backend()
+    found = {"simclr_wrap": simclr_wrap.__version__, "tensorflow": installed("tensorflow"), "keras": keras.__version__,
+             "keras_backend": backend}
+    if backend != "tensorflow":
+        found[backend] = installed(backend)
+    return {**found, "git_commit": commit, "git_dirty": None if changes is None else bool(changes)}
 
 
 def _save(figure, path):

@@ -236,7 +236,8 @@ def test_versions_say_whether_the_tree_differs_from_the_commit():
     from evaluation.report import versions
 
     found = versions()
-    assert set(found) >= {"git_commit", "git_dirty", "keras", "tensorflow"}
+    assert set(found) >= {"git_commit", "git_dirty", "keras", "tensorflow", "keras_backend"}
+    assert found["keras"] == keras.__version__ and found["keras_backend"] == keras.backend.backend()
     assert (found["git_commit"] is None) == (found["git_dirty"] is None)
 
 

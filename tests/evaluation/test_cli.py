@@ -304,3 +304,41 @@ def test_pretrain_trains_in_bfloat16_by_default_where_the_hardware_has_it(tiny_i
     assert main(["pretrain", "--data", tiny_image_folder, "--out", str(out), *TINY_RUN, *precision]) == 0
     config = json.loads((out / "pretrain_config.json").read_text())
     assert (config["simclr"]["precision"], config["policy"]) == (precision[-1] if precision else "auto", policy)
+
+
+def _without_tensorflow(monkeypatch):
+    """Make `import tensorflow` fail as where it is not installed (Keras on JAX or PyTorch)."""
+    import builtins
+    import sys
+    from importlib import metadata
+
+    real_import, real_version = builtins.__import__, metadata.version
+
+    def import_(name, *args, **kwargs):
+        if name.split(".")[0] == "tensorflow":
+            raise ImportError("No module named 'tensorflow'")
+        return real_import(name, *args, **kwargs)
+
+    def version(package):
+        if package == "tensorflow":
+            raise metadata.PackageNotFoundError(package)
+        return real_version(package)
+
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+    monkeypatch.setattr(builtins, "__import__", import_)
+    monkeypatch.setattr(metadata, "version", version)
+
+
+def test_the_cli_starts_where_tensorflow_is_not_installed(monkeypatch, capsys):
+    _without_tensorflow(monkeypatch)
+    assert main(["benchmark", "--help"]) == 0
+    assert "--classifiers" in capsys.readouterr().out
+
+
+def test_results_name_the_keras_backend_where_tensorflow_is_not_installed(monkeypatch):
+    from evaluation.report import versions
+
+    _without_tensorflow(monkeypatch)
+    found = versions()
+    assert found["tensorflow"] is None and found["keras"] == keras.__version__
+    assert found["keras_backend"] == keras.backend.backend()
