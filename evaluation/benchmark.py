@@ -304,7 +304,9 @@ class Benchmark:
         fine_tuned = self._fine_tuned(base_model, subset, seed)
         if classifier == "fine_tuned":
             return fine_tuned.evaluate(self._splits.data["test"], prefix_activations=self._prefix_activations)
-        distilled = DistilledClassifier.from_config(self.distill.get_config())
+        config = self.distill.get_config()
+        # The student, like its teacher, starts from the cell's seed: runs differ in both.
+        distilled = DistilledClassifier.from_config({**config, "student": {**config["student"], "seed": seed}})
         # Every training image, in a seeded order of its own each epoch, as the fine-tuned classifier's subset.
         every_image = self._splits.generator(self._splits.parts["train"], shuffle=True, seed=seed)
         distilled.fit(base_model, fine_tuned, every_image, subset, self._splits.data["val"],

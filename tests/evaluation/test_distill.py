@@ -186,14 +186,16 @@ def test_the_benchmark_distils_each_cells_fine_tuned_classifier_without_training
     real_fit = FineTunedClassifier.fit
     monkeypatch.setattr(FineTunedClassifier, "fit", lambda classifier, *args, **kwargs: fits.append(
         classifier) or real_fit(classifier, *args, **kwargs))
-    records = run_benchmark(folder, make_tiny_backbone(), tmp_path / "out", fractions=(1.0, 0.5), runs=1,
+    records = run_benchmark(folder, make_tiny_backbone(), tmp_path / "out", fractions=(0.5,), runs=2,
                             classifiers=("distilled", "fine_tuned"), adapted=None, schedule=[("all", 1e-3, 1)],
                             simclr=dict(pooling="avg", batch_size=4, feat_dims_ph=(8, 4)),
                             finetune=dict(schedule=[(0, 1e-3, 1)]), distill=dict(temperature=2.0), verbose=0)
-    cells = records.groupby(["stage", "fraction"])
+    cells = records.groupby(["stage", "fraction", "run"])
     assert set(records["classifier"]) == {"distilled", "fine_tuned"} and all(len(cell) == 2 for _, cell in cells)
     # One teacher and one student per cell: the fine-tuned record's classifier is the distilled one's teacher.
     assert len(fits) == 2 * len(cells)
+    # The student, like its teacher, is seeded by its cell's run (before, then after SimCLR; runs 0 and 1).
+    assert [classifier.seed for classifier in fits] == [0, 0, 1, 1] * 2
     distilled = records[records["classifier"] == "distilled"]
     assert (distilled["n_labels"].to_numpy() == records[records["classifier"] == "fine_tuned"]["n_labels"]).all()
     settings = json.loads((tmp_path / "out" / "results.json").read_text())["settings"]
