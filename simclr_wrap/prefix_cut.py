@@ -6,9 +6,13 @@ round. Whoever wants to compute them once (the fine-tuned classifier's
 cached activations in `evaluation.frozen_prefix`, SimCLR's view bank in
 `simclr_wrap.view_bank`) cuts the backbone here: a model for the prefix,
 and the list of layers that, called one after the other on its output, give
-the backbone's output. A cut is possible only where the backbone is a plain
-chain: a residual or branching block that spans it leaves no single tensor
-to cut at.
+the backbone's output. A cut is possible where one tensor carries all that
+the layers after it read from the layers before it: in front of a residual
+block (the tensor feeds both its branch and its sum), not inside one (its
+skip and its branch both cross the cut). Where the layers after the cut are
+a plain chain the suffix lists them; otherwise it is one model of the
+backbone's own layers from that tensor on (MobileNetV2 from
+`block_13_expand`, a ResNet stage), calling the same layers.
 """
 
 import keras
@@ -73,6 +77,23 @@ def _chain_start(model):
     return start
 
 
+def _crossing_tensor(model, nodes, index):
+    """The one tensor that `model.layers[index:]` read from the layers before them, else None.
+
+    None too where a layer from `index` on is called more than once in the
+    graph, or the model's output does not come from those layers.
+    """
+    after = nodes[index:]
+    if any(node is None for node in after):
+        return None
+    made_after = {id(tensor) for node in after for tensor in keras.tree.flatten(node.output_tensors)}
+    crossing = {id(tensor): tensor for node in after for tensor in keras.tree.flatten(node.input_tensors)
+                if id(tensor) not in made_after}
+    if len(crossing) != 1 or id(model.outputs[0]) not in made_after:
+        return None
+    return next(iter(crossing.values()))
+
+
 def _split(model, path):
     """Cut `model` in front of the layer at `path` (as `layer_paths` gives it): `(prefix, suffix)`, or None.
 
@@ -80,8 +101,8 @@ def _split(model, path):
     the cut; `suffix` the list of layers that, called one after the other on
     those activations, give `model`'s output. A cut inside a nested model
     is made in it, recursively: its prefix ends the outer prefix, its
-    layers after the cut start the suffix. None where a branch or a residual
-    block spans the cut, at any level.
+    layers after the cut start the suffix. None where more than one tensor
+    crosses the cut (a branch or a residual block spans it), at any level.
     """
     layers = model.layers
     try:
@@ -93,16 +114,19 @@ def _split(model, path):
     if index == len(layers):  # only what follows the model trains
         return keras.Model(model.inputs[0], model.outputs[0], name=f"{model.name}_frozen_prefix"), []
     start, nodes = _chain_start(model), layer_nodes_in_graph(model)
-    if start is None or nodes is None:
+    if nodes is None:
         return None
     if not any(inner):  # in front of a layer of `model`, or of a nested model's first layer
-        if index == 0 or start > index or nodes[index - 1] is None:
+        crossing = _crossing_tensor(model, nodes, index) if index > 0 else None
+        if crossing is None:
             return None
-        cached = _one(nodes[index - 1].output_tensors)
-        prefix = keras.Model(model.inputs[0], cached, name=f"{model.name}_frozen_prefix")
-        return prefix, list(layers[index:])
+        prefix = keras.Model(model.inputs[0], crossing, name=f"{model.name}_frozen_prefix")
+        if start is not None and start <= index:
+            return prefix, list(layers[index:])
+        # Keras builds the model of the layers from `crossing` on with a new input in its place.
+        return prefix, [keras.Model(crossing, model.outputs[0], name=f"{model.name}_after_cut")]
     nested = layers[index]
-    if start > index + 1 or nodes[index] is None or _one(nodes[index].input_tensors) is None:
+    if start is None or start > index + 1 or nodes[index] is None or _one(nodes[index].input_tensors) is None:
         return None
     cut = _split(nested, inner)
     if cut is None:

@@ -42,16 +42,22 @@ def test_suffix_on_cached_activations_predicts_and_trains_as_the_whole_model(tin
     assert_suffix_is_the_model(cache, model, images, one_hot)
 
 
-def test_a_residual_block_spanning_the_cut_means_end_to_end():
+def test_a_cut_inside_a_residual_block_means_end_to_end_and_one_in_front_of_it_a_suffix_graph():
     backbone = residual_backbone()
     names = [layer.name for layer in backbone.layers]
     assert chain_start(backbone) == names.index("conv3")
-    model = classifier_model(backbone, 3, pooling="avg")
+    model = classifier_model(backbone, 3, pooling="avg", hidden_units=8)
     backbone, head = model.get_layer("residual"), classifier_head(model)
-    assert not FrozenPrefix(backbone, head, names.index("conv2")).available  # add still reads conv1
-    assert FrozenPrefix(backbone, head, names.index("conv3")).available
-    assert FrozenPrefix(backbone, head, len(names)).available  # only the head trains
+    assert not FrozenPrefix(backbone, head, names.index("add")).available  # conv1 and conv2 both cross the cut
     assert not FrozenPrefix(backbone, head, 1).available  # nothing frozen has weights
+    for name in ("conv3", len(names)):  # a chain after the cut, or only the head trains
+        assert FrozenPrefix(backbone, head, name if isinstance(name, int) else names.index(name)).available
+    # In front of conv2 only conv1's output crosses: it feeds both conv2 and the sum.
+    set_unfrozen_layers(backbone, "conv2")
+    cache = FrozenPrefix(backbone, head, names.index("conv2"))
+    assert cache.available and cache.prefix.output.shape[1:] == (TINY_SIZE, TINY_SIZE, 4)
+    images, one_hot = images_and_labels()
+    assert_suffix_is_the_model(cache, model, images, one_hot)
 
 
 def test_only_unaugmented_data_within_the_memory_bound_is_cached(tiny_backbone):
@@ -146,18 +152,22 @@ def test_a_nested_backbone_whose_frozen_layers_hold_no_weights_trains_end_to_end
     assert not FrozenPrefix(backbone, classifier_head(model), first_unfrozen_index(backbone, unfrozen)).available
 
 
-def test_a_residual_block_inside_a_nested_model_means_end_to_end():
+def test_a_residual_block_inside_a_nested_model_is_cut_in_front_of_it_not_inside_it():
     inputs = keras.Input((TINY_SIZE, TINY_SIZE, 3), name="outer_image")
     outputs = keras.layers.Conv2D(2, 1, name="after")(residual_backbone()(keras.layers.Rescaling(2.0)(inputs)))
-    model = classifier_model(keras.Model(inputs, outputs, name="outer"), 3, pooling="avg")
+    model = classifier_model(keras.Model(inputs, outputs, name="outer"), 3, pooling="avg", hidden_units=8)
     backbone, head = model.get_layer("outer"), classifier_head(model)
     # outer_image, rescaling, input, conv1, conv2, add, conv3, after
-    assert not FrozenPrefix(backbone, head, first_unfrozen_index(backbone, "conv2")).available
-    for name in ("conv3", "after"):
+    assert not FrozenPrefix(backbone, head, first_unfrozen_index(backbone, "add")).available
+    for name in ("conv2", "conv3", "after"):
         assert FrozenPrefix(backbone, head, first_unfrozen_index(backbone, name)).available
+    set_unfrozen_layers(backbone, "conv2")
+    images, one_hot = images_and_labels()
+    assert_suffix_is_the_model(FrozenPrefix(backbone, head, first_unfrozen_index(backbone, "conv2")), model, images,
+                               one_hot)
 
 
-def test_a_nested_mobilenet_is_cut_inside_where_it_is_a_chain():
+def test_a_nested_mobilenet_is_cut_inside_wherever_one_tensor_crosses():
     keras.utils.set_random_seed(0)
     inputs = keras.Input((32, 32, 3), name="outer_image")
     x = keras.layers.Rescaling(1 / 127.5, offset=-1, name="rescale")(inputs)
@@ -166,7 +176,7 @@ def test_a_nested_mobilenet_is_cut_inside_where_it_is_a_chain():
                                          name="nested2"), 3, pooling="avg", hidden_units=8)
     backbone, head = model.get_layer("nested2"), classifier_head(model)
     images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
-    for unfrozen in (1, 5, "block_16_expand"):
+    for unfrozen in (1, 5, "block_11_expand", "block_13_expand", "block_16_expand"):
         set_unfrozen_layers(backbone, unfrozen)
         cache = FrozenPrefix(backbone, head, first_unfrozen_index(backbone, unfrozen))
         assert cache.available, unfrozen
@@ -175,7 +185,7 @@ def test_a_nested_mobilenet_is_cut_inside_where_it_is_a_chain():
                                    rtol=1e-5, atol=1e-6)
     assert [layer.name for layer in cache.suffix.layers[1:4]] == ["block_16_expand", "block_16_expand_BN",
                                                                   "block_16_expand_relu"]
-    for unfrozen in (20, "block_15_add"):  # the residual block 15 spans the cut
+    for unfrozen in (20, "block_15_add", "block_15_project"):  # inside a residual block: its skip crosses too
         assert not FrozenPrefix(backbone, head, first_unfrozen_index(backbone, unfrozen)).available
 
 

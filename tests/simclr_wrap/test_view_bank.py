@@ -25,10 +25,11 @@ def generators(frame, **options):
     return DataGeneratorSimCLR(frame, subset="train", **options), DataGeneratorSimCLR(frame, subset="val", **options)
 
 
-def trained(frame, view_bank, schedule, save_path=None, callbacks=None, resume=False, **options):
+def trained(frame, view_bank, schedule, save_path=None, callbacks=None, resume=False, backbone=make_tiny_backbone,
+            **options):
     keras.utils.set_random_seed(0)
     train, val = generators(frame)
-    simclr = SimCLR(make_tiny_backbone(), 4, feat_dims_ph=(16, 8), save_path=save_path, seed=0,
+    simclr = SimCLR(backbone(), 4, feat_dims_ph=(16, 8), save_path=save_path, seed=0,
                     early_stopping_patience=10, view_bank=view_bank, **options)
     simclr.train_schedule(train, val, schedule, callbacks=callbacks, verbose=0, resume=resume)
     return simclr
@@ -54,6 +55,31 @@ def test_its_first_epochs_train_as_the_round_without_a_bank_and_later_ones_on_ne
     untrained = SimCLR(make_tiny_backbone(), 4, feat_dims_ph=(16, 8), save_path=None, seed=0)
     moved = [np.abs(a - b).max() for a, b in zip(banked.SimCLR_model.get_weights(), untrained.SimCLR_model.get_weights())]
     assert max(moved) > 1e-3
+
+
+def residual_backbone():
+    """conv1, then a residual block: its branch (conv2, conv3) and the sum after it both read conv1's output."""
+    inputs = keras.Input((TINY_SIZE, TINY_SIZE, 3), name="image")
+    first = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(inputs)
+    second = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv2")(first)
+    joined = keras.layers.Add(name="add")([first, keras.layers.Conv2D(4, 3, padding="same", name="conv3")(second)])
+    return keras.Model(inputs, keras.layers.MaxPooling2D(name="pool")(joined), name="residual_backbone")
+
+
+def test_a_round_that_trains_a_whole_residual_block_uses_the_bank_and_one_inside_it_cannot(frame, caplog):
+    schedule = [("conv2", 1e-3, 3)]  # the prefix ends with conv1, whose output feeds conv2 and the sum
+    with caplog.at_level(logging.INFO, logger="simclr_wrap.model"):
+        banked = trained(frame, 4, schedule, backbone=residual_backbone)
+    assert "a view bank of 4 views per image through the first 2 layers of 'residual_backbone'" in caplog.text
+    end_to_end = trained(frame, None, schedule, backbone=residual_backbone)
+    for key in ("nt_xent", "val_nt_xent"):
+        # The replayed epochs, up to float16 activations (no BatchNormalization here rescales them).
+        np.testing.assert_allclose(banked.history_[key][:2], end_to_end.history_[key][:2], rtol=5e-3)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="simclr_wrap.model"):
+        trained(frame, 4, [("conv3", 1e-3, 3)], backbone=residual_backbone)  # conv1's and conv2's outputs cross
+    assert "trains end to end, without a view bank: no frozen layer with weights comes before layer 'conv3'" in (
+        caplog.text)
 
 
 def test_replayed_epochs_are_the_generators_batches_and_later_pairs_are_two_views_of_one_image(frame):
