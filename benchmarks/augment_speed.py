@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 import keras  # noqa: E402
 sys.path.insert(0, str(ROOT / "benchmarks"))  # speed_json, beside this file
-from speed_json import read_speed_json, write_speed_json  # noqa: E402
+from speed_json import machine, read_speed_json, write_speed_json  # noqa: E402
 
 from data_generators.augment import SimCLRAugmentation  # noqa: E402
 
@@ -188,22 +188,6 @@ def main(argv=None):
     if args.json:
         record(result, args.json)
     return result
-
-
-def machine():
-    """The processor, or the GPU where the backend has one."""
-    import platform
-
-    try:
-        import jax
-
-        if jax.devices()[0].platform == "gpu":
-            return f"GPU {jax.devices()[0].device_kind}, {os.cpu_count()} CPU cores"
-    except ImportError:
-        pass
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-                 platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
-    return f"CPU {model}, {os.cpu_count()} cores"
 
 
 if __name__ == "__main__":

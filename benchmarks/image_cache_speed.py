@@ -21,7 +21,6 @@ import datetime
 import importlib.util
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -31,7 +30,7 @@ sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # speed_json, beside this file
-from speed_json import read_speed_json, write_speed_json  # noqa: E402
+from speed_json import machine, read_speed_json, write_speed_json  # noqa: E402
 import cv2  # noqa: E402
 
 from data_generators import DataGeneratorSimCLR, split_sources  # noqa: E402
@@ -127,7 +126,7 @@ def main(argv=None):
     results.update({
         "command": "python benchmarks/image_cache_speed.py" + (" --quick" if settings.quick else ""),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}",
+        "machine": machine(),
         "images": f"{n_images} TrashNet training images as {LARGE[0]}x{LARGE[1]} JPEGs",
     })
     speed = read_speed_json(settings.json)

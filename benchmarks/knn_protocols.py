@@ -13,7 +13,6 @@ by leave-one-out on the labelled images, at most the smallest class), and the k 
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import sys
 
@@ -22,7 +21,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from linear_probe_speed import FRACTIONS, load_features  # noqa: E402
-from speed_json import read_speed_json, write_speed_json  # noqa: E402
+from speed_json import machine, read_speed_json, write_speed_json  # noqa: E402
 
 from evaluation.fractions import label_subset  # noqa: E402
 from evaluation.knn import KNNProbe  # noqa: E402
@@ -53,7 +52,7 @@ def main(argv=None):
                   f"{statistics.mean(accuracies):.3f} ± {statistics.pstdev(accuracies):.3f}  k {ks}")
     result = {"table": table, "features": "VGG16 (vgg16_hed_notop, caffe, 80x80, flatten), TrashNet train/test, before",
               "command": "python benchmarks/knn_protocols.py", "date": datetime.datetime.now().isoformat(timespec="seconds"),
-              "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores"}
+              "machine": machine()}
     speed = read_speed_json(settings.json)
     speed["knn_protocols"] = result
     write_speed_json(speed, settings.json)

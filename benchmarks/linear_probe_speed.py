@@ -22,7 +22,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -31,7 +30,7 @@ import warnings
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # speed_json, beside this file
-from speed_json import read_speed_json, write_speed_json  # noqa: E402
+from speed_json import machine, read_speed_json, write_speed_json  # noqa: E402
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
@@ -197,7 +196,7 @@ def main(argv=None):
         "linear_probe_command": "python benchmarks/linear_probe_speed.py" + (" --quick" if settings.quick else "")
                                 + (f" --pairs {settings.pairs}" if settings.pairs else ""),
         "linear_probe_date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "linear_probe_machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}",
+        "linear_probe_machine": machine(),
     })
     write_speed_json(results, settings.json)
     print(json.dumps({"linear_probe": {k: v for k, v in entry.items() if k != "cells"}, "knn_probe": knn}, indent=1))

@@ -34,7 +34,6 @@ one thread and one per core, the peer on every core), with every figure.
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import sys
 import time
@@ -49,7 +48,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from keras_io_simclr import ContrastiveModel, augmenter  # noqa: E402
-from speed_json import read_speed_json, write_speed_json  # noqa: E402
+from speed_json import machine, read_speed_json, write_speed_json  # noqa: E402
 from throughput import InMemory  # noqa: E402
 
 from data_generators import DataGeneratorSimCLR, split_sources  # noqa: E402
@@ -208,7 +207,7 @@ def main(argv=None):
         "images": len(images), "batch_size": BATCH, "turns": turns,
         "command": "python benchmarks/peers_speed.py" + (" --quick" if settings.quick else ""),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.platform()}",
+        "machine": machine(),
         "tensorflow": tf.__version__, "keras": keras.__version__,
     }
     print(result)

@@ -30,7 +30,6 @@ import datetime
 import json
 import logging
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -51,6 +50,7 @@ from evaluation.finetune import finetune_classifier  # noqa: E402
 from simclr_wrap import SimCLR  # noqa: E402
 from simclr_wrap.backbones import Backbone  # noqa: E402
 from simclr_wrap.losses import NTXent, contrastive_metrics  # noqa: E402
+from speed_json import machine  # noqa: E402
 
 SHARED = os.path.normpath(os.path.join(ROOT, "..", "shared"))
 SPLIT = os.path.join(SHARED, "data", "trashnet", "split.csv")
@@ -370,7 +370,7 @@ def main():
     results = {
         "command": "python benchmarks/throughput.py" + (" --quick" if quick else ""),
         "date": datetime.date.today().isoformat(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "machine": machine(),
         "tensorflow": tf.__version__, "keras": keras.__version__,
         "repeats": settings.repeats, "batches_per_timed_epoch": settings.batches, "batch_size": BATCH, "size": SIZE,
         "matmul_2048_gflop_per_s": round(matmul_gflops(settings.repeats), 1),

@@ -23,7 +23,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import statistics
 import sys
 import time
@@ -41,6 +40,7 @@ from evaluation.pretraining import SET_BY_PRETRAIN, parse_schedule, pretrain  # 
 from simclr_wrap.backbones import Backbone  # noqa: E402
 from simclr_wrap.model import check_options  # noqa: E402
 from simclr_wrap.precision import gpu_compute_capabilities  # noqa: E402
+from speed_json import machine  # noqa: E402
 
 SPLIT = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "trashnet", "split.csv")
 FRACTIONS = (1.0, 0.05)
@@ -209,7 +209,7 @@ def _fresh(spec, base_model):
 
 def _append(log, entry, described):
     entry = {**entry, **described, "date": time.strftime("%Y-%m-%d"),
-             "machine": f"{platform.machine()}, {os.cpu_count()} cores", "gpus": len(gpu_compute_capabilities()),
+             "machine": machine(), "gpus": len(gpu_compute_capabilities()),
              "keras_backend": keras.backend.backend()}
     with open(log, "a") as file:
         file.write(json.dumps(entry) + "\n")

@@ -47,7 +47,7 @@ import keras  # noqa: E402
 from data_generators import DataGeneratorSimCLR, split_sources  # noqa: E402
 from simclr_wrap import SimCLR  # noqa: E402
 from simclr_wrap.backbones import Backbone  # noqa: E402
-from speed_json import read_speed_json, write_speed_json  # noqa: E402
+from speed_json import machine, read_speed_json, write_speed_json  # noqa: E402
 from tune_trashnet import over_seeds  # noqa: E402
 
 SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared")
@@ -175,7 +175,7 @@ def main(argv=None):
     result = {"backbone": args.backbone, "rounds": rounds, "projected_epochs": project, "measured_views": args.views,
               "end_to_end_seconds": round(seconds(project)),
               "speedup_by_M": {str(views): round(seconds(project) / seconds(project, views), 2) for views in (2, 4, 8)},
-              "machine": f"{os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d"),
+              "machine": machine(), "date": time.strftime("%Y-%m-%d"),
               "command": "python benchmarks/view_bank_speed.py " + " ".join(argv or sys.argv[1:])}
     if longer is not None:
         result["longer_from_banks"] = {
