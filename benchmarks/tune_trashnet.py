@@ -31,6 +31,7 @@ import keras
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # speed_json, beside this file
 
 from data_generators import DataGeneratorClass, SimCLRAugmentation, split_sources  # noqa: E402
 from evaluation.features import extract_features  # noqa: E402

@@ -21,8 +21,19 @@ def float32_hardware():
     import simclr_wrap.precision
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(simclr_wrap.precision, "hardware_facts", lambda: ([], set()))
+        patch.setattr(simclr_wrap.precision, "hardware_facts", float32_hardware_facts)
         yield
+
+
+def float32_hardware_facts():
+    """The facts of a machine without GPUs or bfloat16 instructions: "auto" resolves to float32."""
+    return [], set()
+
+
+# The first lines of a test's Python subprocess, after its `sys.path` reaches the project: the fixture above does
+# not reach another process, and one that trained in bfloat16 would differ from its float32 reference.
+FLOAT32_IN_SUBPROCESS = ("import simclr_wrap.precision, tests.conftest; "
+                         "simclr_wrap.precision.hardware_facts = tests.conftest.float32_hardware_facts")
 
 
 SHARED = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared"))

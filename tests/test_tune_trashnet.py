@@ -19,7 +19,7 @@ import pytest
 
 from data_generators import DataGeneratorClass, frame_from_folder, stratified_split
 from evaluation.linear import LinearProbe
-from tests.conftest import TINY_CLASSES, make_tiny_backbone, write_image_folder
+from tests.conftest import FLOAT32_IN_SUBPROCESS, TINY_CLASSES, make_tiny_backbone, write_image_folder
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 CONFIGS = [{"name": "tiny", "schedule": "all:1e-3:1", "temperature": 0.2, "batch_size": 4, "feat_dims": [16, 8],
@@ -111,6 +111,7 @@ def test_an_unreadable_relabelled_test_split_changes_no_logged_figure(tmp_path):
         import json, sys
         import tensorflow as tf
         sys.path.insert(0, {ROOT!r})
+        {FLOAT32_IN_SUBPROCESS}
         tf.config.experimental.enable_op_determinism()
         from tests.test_tune_trashnet import run_tune, tiny_parts, unreadable_test_split
         root = {str(tmp_path)!r}

@@ -39,7 +39,7 @@ from evaluation.linear import LinearProbe
 from evaluation.pretraining import pretrain
 from evaluation.report import write_results
 from simclr_wrap.backbones import Backbone
-from tests.conftest import TINY_CLASSES, TINY_SIZE, _draw, make_tiny_backbone
+from tests.conftest import FLOAT32_IN_SUBPROCESS, TINY_CLASSES, TINY_SIZE, _draw, make_tiny_backbone
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SPLITS = ("train", "val", "test")
@@ -346,6 +346,7 @@ def counterfactual(function, out):
         import json, sys
         import numpy as np, tensorflow as tf
         sys.path.insert(0, {ROOT!r})
+        {FLOAT32_IN_SUBPROCESS}
         tf.config.experimental.enable_op_determinism()
         from tests.evaluation.test_leakage import {function}, other_test_split, tiny_parts
         parts = tiny_parts()

@@ -21,7 +21,7 @@ from data_generators.targets import contrastive_target
 from simclr_wrap import SimCLR
 from simclr_wrap.distribute import gather_replicas
 from simclr_wrap.losses import NTXent, contrastive_metrics
-from tests.conftest import TINY_SIZE, make_tiny_backbone, write_image_folder
+from tests.conftest import FLOAT32_IN_SUBPROCESS, TINY_SIZE, make_tiny_backbone, write_image_folder
 
 GLOBAL_BATCH = 8
 
@@ -134,6 +134,7 @@ def mirrored_report(tmp_path_factory):
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         sys.path.insert(0, {os.getcwd()!r})
+        {FLOAT32_IN_SUBPROCESS}
         from tests.simclr_wrap.test_distribute import measure
         print("REPORT " + json.dumps(measure({folder!r})))
     """)
@@ -403,6 +404,7 @@ def start_two_local_workers(call, imports="from tests.simclr_wrap.test_distribut
         script = textwrap.dedent(f"""
             import json, sys
             sys.path.insert(0, {os.getcwd()!r})
+            {FLOAT32_IN_SUBPROCESS}
             {imports}
             worker = {index}
             print("REPORT " + json.dumps({call}), flush=True)

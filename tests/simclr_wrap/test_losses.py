@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from simclr_wrap import NTXent, SoftmaxCosineSim, contrastive_accuracy, nt_xent
 from simclr_wrap.losses import contrastive_metrics
+from tests.conftest import FLOAT32_IN_SUBPROCESS
 
 # float32's smallest normal number: the log of probabilities floored there stops at -87.34.
 SMALLEST_NORMAL_FLOAT32 = float(np.finfo("float32").tiny)
@@ -314,6 +315,7 @@ def test_mirrored_strategy_uses_the_exact_loss():
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         sys.path.insert(0, {os.getcwd()!r})
+        {FLOAT32_IN_SUBPROCESS}
         from tests.simclr_wrap.test_losses import measure_mirrored
         print("REPORT " + json.dumps(measure_mirrored()))
     """)

@@ -13,7 +13,7 @@ import pytest
 from data_generators import DataGeneratorSimCLR, frame_from_folder
 from simclr_wrap import SimCLR
 from simclr_wrap.resume import CorruptCheckpointError
-from tests.conftest import TINY_SIZE, make_tiny_backbone
+from tests.conftest import FLOAT32_IN_SUBPROCESS, TINY_SIZE, make_tiny_backbone
 
 SCHEDULE = [(3, 1e-3, 2), ("conv1", 1e-3, 2)]
 
@@ -81,6 +81,7 @@ def test_resumed_weights_equal_an_uninterrupted_run_exactly_with_op_determinism(
     script = textwrap.dedent(f"""
         import sys, numpy as np, tensorflow as tf
         sys.path.insert(0, {os.getcwd()!r})
+        {FLOAT32_IN_SUBPROCESS}
         tf.config.experimental.enable_op_determinism()
         from tests.simclr_wrap.test_resume import Interrupted, run
         whole = run({tiny_image_folder!r}, {str(tmp_path / "whole")!r})
